@@ -1,0 +1,163 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseEnv } from 'node:util';
+import cron from 'node-cron';
+import { z } from 'zod';
+
+/** Thrown for a bad setting; its message is the one line printed before the process exits. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export interface RateLimitSetting {
+  /** Requests allowed per window; 0 turns the limiter off. */
+  limit: number;
+  windowMs: number;
+}
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z.string().trim().regex(/^-?\d+$/, `must be a whole number`)
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, `must be between ${min} and ${max}`);
+
+const bool = z.string().trim().toLowerCase()
+  .refine((s) => ['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'].includes(s), 'must be true or false')
+  .transform((s) => ['true', '1', 'yes', 'on'].includes(s));
+
+const httpUrl = z.string().trim()
+  .refine((s) => { try { return ['http:', 'https:'].includes(new URL(s).protocol); } catch { return false; } },
+    'must be an http:// or https:// URL')
+  .transform((s) => s.replace(/\/+$/, ''));
+
+const cronExpr = z.string().trim().refine((s) => cron.validate(s), 'must be a valid cron expression');
+
+const timeZone = z.string().trim().refine((tz) => {
+  try { new Intl.DateTimeFormat('en-US', { timeZone: tz }); return true; } catch { return false; }
+}, 'must be an IANA time zone such as Asia/Shanghai');
+
+const secret = z.string().min(16, 'must be at least 16 characters');
+
+const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+/** "30" (per hour), "30/15m", "0" (off). */
+const rateLimit = z.string().trim().transform((s, ctx): RateLimitSetting => {
+  const m = /^(\d+)(?:\/(\d+)?([smhd]))?$/.exec(s);
+  if (!m) {
+    ctx.addIssue({ code: 'custom', message: 'must look like 30/1h, 10/15m or 0 (off)' });
+    return z.NEVER;
+  }
+  const windowMs = m[3] ? Number(m[2] ?? 1) * UNITS[m[3]]! : UNITS.h!;
+  return { limit: Number(m[1]), windowMs };
+});
+
+const trustProxy = z.string().trim().transform((s): boolean | number | string => {
+  if (/^(true|false)$/i.test(s)) return s.toLowerCase() === 'true';
+  if (/^\d+$/.test(s)) return Number(s);
+  return s; // a list of addresses/subnets or names such as "loopback", as Express understands them
+});
+
+const emailDomains = z.string().transform((s) =>
+  s.split(',').map((d) => d.trim().toLowerCase().replace(/^@/, '')).filter(Boolean));
+
+const keyPrefix = z.string().trim().regex(/^[A-Za-z0-9_-]{1,32}$/, 'must be 1-32 letters, digits, _ or -');
+
+const schema = z.object({
+  PORT: int(0, 65535).default(8080),
+  HOST: z.string().trim().min(1).default('0.0.0.0'),
+  DATA_DIR: z.string().trim().min(1).default('./data'),
+  CLIPROXY_URL: httpUrl.default('http://127.0.0.1:8317'),
+  CLIPROXY_MANAGEMENT_KEY: z.string().trim().optional(),
+  CLIPROXY_PUBLIC_URL: httpUrl.optional(),
+  ADMIN_TOKEN: secret.optional(),
+  SESSION_SECRET: secret.optional(),
+  KEY_PREFIX: keyPrefix.default('usr_pool_'),
+  POOL_SIZE: int(1, 1_000_000).default(500),
+  POOL_AUTO_REFILL: int(0, 1_000_000).default(0),
+  PRELOAD_POOL: bool.default(false),
+  USAGE_SOURCE: z.enum(['auto', 'subscribe', 'queue', 'snapshot'],
+    { message: 'must be one of auto, subscribe, queue, snapshot' }).default('auto'),
+  USAGE_CRON: cronExpr.default('*/5 * * * * *'),
+  RECONCILE_CRON: cronExpr.default('*/30 * * * * *'),
+  STATS_TTL_MS: int(0, 3_600_000).default(5000),
+  TIMEZONE: timeZone.default(Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC'),
+  HOURLY_RETENTION_DAYS: int(1, 366).default(14),
+  USAGE_EVENTS_RETENTION_DAYS: int(1, 3650).default(90),
+  DEFAULT_DAILY_LIMIT: int(0).default(0),
+  DEFAULT_DAILY_TOKEN_LIMIT: int(0).default(0),
+  MAX_KEYS_PER_USER: int(0, 10_000).default(0),
+  ALLOWED_EMAIL_DOMAINS: emailDomains.default([]),
+  TRUST_PROXY: trustProxy.default(false),
+  REGISTER_RATE_LIMIT: rateLimit.default({ limit: 30, windowMs: UNITS.h! }),
+  LOGIN_RATE_LIMIT: rateLimit.default({ limit: 20, windowMs: 15 * UNITS.m! }),
+  GATEWAY_PORT: int(0, 65535).optional(),
+  LOG_FILE: z.string().trim().default('portal.log'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+    { message: 'must be one of fatal, error, warn, info, debug, trace, silent' }).default('info'),
+  METRICS_TOKEN: secret.optional(),
+});
+
+type Raw = z.output<typeof schema>;
+export type ConfigVar = keyof Raw;
+export const CONFIG_VARS = Object.keys(schema.shape) as ConfigVar[];
+
+export interface Config extends Omit<Raw, 'CLIPROXY_PUBLIC_URL' | 'DATA_DIR' | 'LOG_FILE'> {
+  DATA_DIR: string;          // absolute
+  LOG_FILE: string;          // absolute, or '' for no file
+  CLIPROXY_PUBLIC_URL: string;
+}
+
+export interface ConfigSources {
+  env?: NodeJS.ProcessEnv;
+  /** Values given as command-line flags, keyed by variable name; they win over everything. */
+  flags?: Partial<Record<ConfigVar, string>>;
+  /** Where `.env` is looked for and relative paths start; defaults to process.cwd(). */
+  cwd?: string;
+  /** Read `.env` in cwd (default true). */
+  dotenv?: boolean;
+}
+
+/** Reads defaults < .env < environment < flags, validates once, and fails with one line. */
+export function loadConfig(sources: ConfigSources = {}): Config {
+  const cwd = sources.cwd ?? process.cwd();
+  const env = sources.env ?? process.env;
+  const fromFile = sources.dotenv === false ? {} : readDotenv(path.join(cwd, '.env'));
+  const merged: Record<string, string> = {};
+  for (const name of CONFIG_VARS) {
+    const value = sources.flags?.[name] ?? env[name] ?? fromFile[name];
+    // An empty variable means "not set", as in most twelve-factor apps.
+    if (value !== undefined && value !== '') merged[name] = String(value);
+  }
+  const parsed = schema.safeParse(merged);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const name = String(issue.path[0]);
+    const shown = name in merged && !/KEY|TOKEN|SECRET/.test(name) ? ` (got "${merged[name]}")` : '';
+    throw new ConfigError(`Invalid configuration: ${name} ${issue.message}${shown}`);
+  }
+  const raw = parsed.data;
+  const dataDir = path.resolve(cwd, raw.DATA_DIR);
+  return {
+    ...raw,
+    DATA_DIR: dataDir,
+    // A relative log file lives with the data, so a default start never writes into the checkout.
+    LOG_FILE: raw.LOG_FILE === '' || raw.LOG_FILE === '-' ? '' : path.resolve(dataDir, raw.LOG_FILE),
+    CLIPROXY_PUBLIC_URL: raw.CLIPROXY_PUBLIC_URL ?? raw.CLIPROXY_URL,
+  };
+}
+
+function readDotenv(file: string): Record<string, string> {
+  if (!existsSync(file)) return {};
+  try {
+    return parseEnv(readFileSync(file, 'utf8')) as Record<string, string>;
+  } catch (err) {
+    throw new ConfigError(`Invalid configuration: ${file} could not be read (${(err as Error).message})`);
+  }
+}
+
+/** The config with every secret masked, for the start-up log line. */
+export function describeConfig(config: Config): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(config)) {
+    out[k] = /KEY$|TOKEN|SECRET/.test(k) && k !== 'KEY_PREFIX' && v ? '***' : v;
+  }
+  return out;
+}

@@ -1,0 +1,64 @@
+import cron, { type ScheduledTask } from 'node-cron';
+import type { Logger } from '../log.js';
+
+/** A timed job: a plain async function, callable directly by tests and the CLI. */
+export interface Job {
+  name: string;
+  /** node-cron expression (six fields allow seconds). */
+  schedule: string;
+  /** IANA zone the schedule is read in (midnight resets); default the config's TIMEZONE. */
+  timezone?: string;
+  run: () => Promise<unknown>;
+}
+
+/**
+ * Every timer of the portal is a job here. Runs never overlap, errors are caught and logged by the
+ * registry, and `stop()` ends them all.
+ */
+export class JobRegistry {
+  private readonly jobs = new Map<string, Job>();
+  private readonly tasks: ScheduledTask[] = [];
+  private readonly busy = new Map<string, Promise<void>>();
+
+  constructor(private readonly log: Logger, private readonly timezone: string) {}
+
+  add(job: Job): void {
+    if (this.jobs.has(job.name)) throw new Error(`job ${job.name} registered twice`);
+    this.jobs.set(job.name, job);
+  }
+
+  /** Runs a job now (skipped if it is already running), logging instead of throwing. */
+  runNow(name: string): Promise<void> {
+    const job = this.jobs.get(name);
+    if (!job) throw new Error(`no job named ${name}`);
+    const running = this.busy.get(name);
+    if (running) return running;
+    const p = (async () => {
+      try {
+        await job.run();
+      } catch (err) {
+        this.log.error({ module: 'jobs', job: name, err }, `job ${name} failed`);
+      } finally {
+        this.busy.delete(name);
+      }
+    })();
+    this.busy.set(name, p);
+    return p;
+  }
+
+  start(): void {
+    for (const job of this.jobs.values()) {
+      const task = cron.schedule(job.schedule, () => this.runNow(job.name), {
+        name: job.name, timezone: job.timezone ?? this.timezone, noOverlap: true,
+      });
+      this.tasks.push(task);
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.tasks.splice(0)) await t.destroy();
+    await Promise.all(this.busy.values());
+  }
+
+  names(): string[] { return [...this.jobs.keys()]; }
+}

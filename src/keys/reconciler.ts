@@ -1,0 +1,146 @@
+import { CliproxyError, ManagementKeyMissing } from '../cliproxy/errors.js';
+import { errorCode, type ManagementClient } from '../cliproxy/management.js';
+import type { Clock } from '../clock.js';
+import type { Logger } from '../log.js';
+import type { KeysStore } from '../store/keys-store.js';
+import { keyIdOf } from './format.js';
+
+export interface ReconcileReport {
+  ok: boolean;
+  at: string;
+  /** Portal keys added to / removed from CLIProxyAPI (ids only; the sentinel shows as "sentinel"). */
+  added: string[];
+  removed: string[];
+  /** Keys in CLIProxyAPI that the portal does not own and left alone. */
+  foreign: number;
+  /** Pending keys that became active. */
+  activated: number;
+  method: 'none' | 'patch' | 'put';
+  /** The list was empty when read: CLIProxyAPI was open to anyone. */
+  was_empty: boolean;
+  error: string | null;
+  error_code: string | null;
+}
+
+export interface ReconcilerDeps {
+  store: KeysStore;
+  client: ManagementClient;
+  sentinel: string;
+  /** Unused keys are live too (PRELOAD_POOL or generate-keys --preload). */
+  preloadPool: () => boolean;
+  log: Logger;
+  clock: Clock;
+  /** Above this many changes one PUT of the merged list replaces per-key calls (default 8). */
+  bulkThreshold?: number;
+}
+
+/**
+ * Makes CLIProxyAPI's api-keys equal to foreign ∪ sentinel ∪ live portal keys (∪ unused keys with
+ * PRELOAD_POOL). Runs never overlap: a request while one runs gets the run after it, shared by
+ * every caller that asked meanwhile, so a burst of registrations costs two runs, not a hundred.
+ */
+export class Reconciler {
+  private running: Promise<ReconcileReport> | null = null;
+  private next: Promise<ReconcileReport> | null = null;
+  private lastErrorCode: string | null = null;
+  private warnedEmpty = false;
+  last: ReconcileReport | null = null;
+
+  constructor(private readonly deps: ReconcilerDeps) {}
+
+  run(): Promise<ReconcileReport> {
+    if (!this.running) return this.start();
+    this.next ??= this.running.then(() => { this.next = null; return this.start(); });
+    return this.next;
+  }
+
+  private start(): Promise<ReconcileReport> {
+    const p = this.once().finally(() => { if (this.running === p) this.running = null; });
+    this.running = p;
+    return p;
+  }
+
+  private async once(): Promise<ReconcileReport> {
+    const { store, client, sentinel, log } = this.deps;
+    const report: ReconcileReport = {
+      ok: false, at: new Date(this.deps.clock.now()).toISOString(), added: [], removed: [], foreign: 0,
+      activated: 0, method: 'none', was_empty: false, error: null, error_code: null,
+    };
+    const confirmed = new Set<string>();
+    try {
+      const current = await client.listKeys();
+      const present = new Set(current.map((k) => k.trim()).filter(Boolean));
+      report.was_empty = present.size === 0;
+      if (report.was_empty && !this.warnedEmpty) {
+        this.warnedEmpty = true;
+        log.warn({ module: 'reconciler' }, 'CLIProxyAPI had an empty api-keys list, which lets anyone use it; adding the portal sentinel key');
+      }
+
+      const desired = new Set<string>([sentinel, ...store.liveKeys()]);
+      if (this.deps.preloadPool()) for (const k of store.unusedKeys()) desired.add(k);
+      const owned = (k: string) => k === sentinel || store.owns(k);
+      const toAdd = [...desired].filter((k) => !present.has(k));
+      const toRemove = [...present].filter((k) => owned(k) && !desired.has(k));
+      report.foreign = [...present].filter((k) => !owned(k)).length;
+      for (const k of present) if (desired.has(k)) confirmed.add(k);
+
+      const changes = toAdd.length + toRemove.length;
+      if (changes > (this.deps.bulkThreshold ?? 8)) {
+        report.method = 'put';
+        const removing = new Set(toRemove);
+        await client.putKeys([...current.filter((k) => !removing.has(k.trim())), ...toAdd]);
+        for (const k of toAdd) confirmed.add(k);
+        report.added = toAdd.map((k) => this.id(k));
+        report.removed = toRemove.map((k) => this.id(k));
+      } else if (changes > 0) {
+        report.method = 'patch';
+        // Adds before removals, the sentinel first: the list is never empty at any moment.
+        for (const k of toAdd) { await client.addKey(k); confirmed.add(k); report.added.push(this.id(k)); }
+        for (const k of toRemove) { await client.removeKey(k); report.removed.push(this.id(k)); }
+      }
+      report.ok = true;
+    } catch (err) {
+      if (!(err instanceof CliproxyError)) throw err;
+      report.error = err.message;
+      report.error_code = errorCode(err);
+    } finally {
+      report.activated = await this.activate(confirmed);
+    }
+    this.logReport(report);
+    this.last = report;
+    return report;
+  }
+
+  /** Pending keys that CLIProxyAPI now holds become active. */
+  private async activate(confirmed: Set<string>): Promise<number> {
+    const { store } = this.deps;
+    let n = 0;
+    for (const k of confirmed) {
+      if (store.getKey(k)?.status === 'pending') { store.updateKey(k, { status: 'active' }); n++; }
+    }
+    if (n > 0) await store.commit();
+    return n;
+  }
+
+  private id(key: string): string {
+    return key === this.deps.sentinel ? 'sentinel' : keyIdOf(this.deps.store.prefix, key);
+  }
+
+  private logReport(r: ReconcileReport): void {
+    const log = this.deps.log.child({ module: 'reconciler' });
+    if (r.error_code) {
+      // Log a failure when it starts or changes, not on every cycle while CLIProxyAPI stays down.
+      if (r.error_code !== this.lastErrorCode && r.error_code !== errorCode(new ManagementKeyMissing(''))) {
+        log.warn({ error_code: r.error_code }, `reconcile failed: ${r.error}`);
+      }
+    } else if (this.lastErrorCode) {
+      log.info('CLIProxyAPI is reachable again');
+    }
+    this.lastErrorCode = r.error_code;
+    if (r.added.length || r.removed.length || r.activated) {
+      log.info({ added: r.added.slice(0, 50), removed: r.removed.slice(0, 50), added_count: r.added.length,
+        removed_count: r.removed.length, activated: r.activated, foreign: r.foreign, method: r.method },
+      `reconciled CLIProxyAPI keys: +${r.added.length} -${r.removed.length}`);
+    }
+  }
+}

@@ -1,0 +1,73 @@
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { pino, type Logger, type DestinationStream } from 'pino';
+
+export type { Logger };
+
+/**
+ * Masks anything that looks like a portal key or a bearer credential. Keys should never reach a
+ * log call in the first place; this is the net under that rule, not the rule itself.
+ */
+export function makeScrubber(keyPrefix: string): (s: string) => string {
+  const escaped = keyPrefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const keyRe = new RegExp(`(${escaped}\\d{4,}_)[0-9a-fA-F]{8,}`, 'g');
+  const sentinelRe = /(kp_sentinel_)[0-9a-f]{8,}/g;
+  const bearerRe = /(Bearer\s+)[^\s"',]+/gi;
+  return (s) => s.replace(keyRe, '$1***').replace(sentinelRe, '$1***').replace(bearerRe, '$1***');
+}
+
+function scrubDeep(value: unknown, scrub: (s: string) => string, depth = 0): unknown {
+  if (typeof value === 'string') return scrub(value);
+  if (depth > 6 || value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map((v) => scrubDeep(v, scrub, depth + 1));
+  if (value instanceof Error) return { type: value.name, message: scrub(value.message) };
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = scrubDeep(v, scrub, depth + 1);
+  return out;
+}
+
+export interface LoggerOptions {
+  level: string;
+  /** Absolute path of the log file, or '' for stdout only. */
+  file: string;
+  keyPrefix: string;
+  /** Extra destination (tests capture log lines with it). */
+  stream?: DestinationStream;
+  /** Also write to stdout (default true). */
+  stdout?: boolean;
+}
+
+export function createLogger(opts: LoggerOptions): Logger {
+  const scrub = makeScrubber(opts.keyPrefix);
+  const streams: { stream: DestinationStream; level?: string }[] = [];
+  if (opts.stdout !== false) streams.push({ stream: pino.destination({ fd: 1, sync: false }) });
+  if (opts.file) {
+    mkdirSync(path.dirname(opts.file), { recursive: true, mode: 0o700 });
+    streams.push({ stream: pino.destination({ dest: opts.file, mkdir: true, sync: false, mode: 0o600 } as never) });
+  }
+  if (opts.stream) streams.push({ stream: opts.stream });
+  return pino(
+    {
+      level: opts.level,
+      base: { pid: process.pid },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      redact: {
+        paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization',
+          'headers.cookie', 'key', '*.key', 'api_key', '*.api_key', 'token', '*.token'],
+        censor: '***',
+      },
+      formatters: { log: (obj) => scrubDeep(obj, scrub) as Record<string, unknown> },
+      hooks: {
+        logMethod(args, method) {
+          method.apply(this, args.map((a) => (typeof a === 'string' ? scrub(a) : a)) as typeof args);
+        },
+      },
+    },
+    pino.multistream(streams),
+  );
+}
+
+/** A logger that writes nowhere (CLI commands that print their own output, some tests). */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}

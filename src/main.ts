@@ -1,0 +1,135 @@
+import { chmod, mkdir } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { createApp } from './app.js';
+import { ManagementClient } from './cliproxy/management.js';
+import { systemClock, type Clock } from './clock.js';
+import { describeConfig, type Config } from './config.js';
+import { newSecret, SENTINEL_PREFIX } from './keys/format.js';
+import { Reconciler } from './keys/reconciler.js';
+import { KeyService } from './keys/service.js';
+import { JobRegistry } from './jobs/registry.js';
+import { createLogger, type Logger } from './log.js';
+import { removeStaleTempFiles } from './store/atomic-file.js';
+import { AuditLog } from './store/audit.js';
+import { KeysStore } from './store/keys-store.js';
+import { DataDirLock } from './store/lock.js';
+import { fileSecret } from './store/secrets.js';
+import type { AppDeps } from './web/deps.js';
+
+export interface Portal extends AppDeps {
+  server: Server;
+  port: number;
+  url: string;
+  jobs: JobRegistry;
+  sentinel: string;
+  /** Settles when the start-up reconcile has run (the server answers before that). */
+  ready: Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  log?: Logger;
+  clock?: Clock;
+  /** Where the one-time admin token notice goes (default stdout; never the log). */
+  announce?: (line: string) => void;
+  /** Do not start the cron schedules (tests drive jobs by hand). */
+  noSchedules?: boolean;
+  /** Passed to the key service: how long issue/revoke wait for CLIProxyAPI. */
+  pushWaitMs?: number;
+}
+
+/** Opens the data directory (and its lock), every store and service, and listens. */
+export async function startPortal(config: Config, opts: StartOptions = {}): Promise<Portal> {
+  const clock = opts.clock ?? systemClock;
+  const log = opts.log ?? createLogger({ level: config.LOG_LEVEL, file: config.LOG_FILE, keyPrefix: config.KEY_PREFIX });
+  const announce = opts.announce ?? ((line: string) => process.stdout.write(line + '\n'));
+
+  await mkdir(config.DATA_DIR, { recursive: true, mode: 0o700 });
+  await chmod(config.DATA_DIR, 0o700);
+  const lock = DataDirLock.acquire(config.DATA_DIR);
+  const cleanups: (() => Promise<void> | void)[] = [() => lock.release()];
+  const cleanup = async () => { for (const c of cleanups.splice(0).reverse()) await c(); };
+
+  try {
+    await removeStaleTempFiles(config.DATA_DIR);
+    const store = await KeysStore.open(config.DATA_DIR, config.KEY_PREFIX, log.child({ module: 'store' }));
+    const audit = new AuditLog(config.DATA_DIR, clock);
+    cleanups.push(() => audit.close());
+    const sentinel = (await fileSecret(config.DATA_DIR, '.sentinel', () => SENTINEL_PREFIX + newSecret())).value;
+    const adminToken = config.ADMIN_TOKEN ?? await generatedAdminToken(config.DATA_DIR, announce);
+    const sessionSecret = config.SESSION_SECRET ?? (await fileSecret(config.DATA_DIR, '.session-secret')).value;
+
+    const cliproxy = new ManagementClient({
+      baseUrl: config.CLIPROXY_URL, managementKey: config.CLIPROXY_MANAGEMENT_KEY, log: log.child({ module: 'cliproxy' }), clock,
+    });
+    const reconciler = new Reconciler({
+      store, client: cliproxy, sentinel, log, clock, preloadPool: () => config.PRELOAD_POOL || store.preload,
+    });
+    const keys = new KeyService({ config, store, reconciler, audit, log, clock, pushWaitMs: opts.pushWaitMs });
+
+    if (store.isNew) {
+      const { minted } = await keys.mint(config.POOL_SIZE, { kind: 'system' });
+      log.info({ module: 'keys' }, `first start: generated a pool of ${minted} keys in ${store.poolFile}`);
+    }
+
+    const jobs = new JobRegistry(log, config.TIMEZONE);
+    jobs.add({ name: 'reconcile', schedule: config.RECONCILE_CRON, run: () => reconciler.run() });
+    cleanups.push(() => jobs.stop());
+
+    const deps: AppDeps = { config, store, keys, reconciler, cliproxy, audit, log, clock, adminToken, sessionSecret };
+    const app = createApp(deps);
+    const server = await listen(app, config.PORT, config.HOST);
+    cleanups.push(() => closeServer(server));
+    const port = (server.address() as AddressInfo).port;
+    lock.setAddress(config.HOST, port);
+
+    log.info({ module: 'main', config: describeConfig(config) }, 'configuration');
+    if (!cliproxy.configured) {
+      log.warn({ module: 'main' }, 'CLIPROXY_MANAGEMENT_KEY is not set: keys are issued as pending and pushed to CLIProxyAPI once it is');
+    }
+    if (!opts.noSchedules) jobs.start();
+    const ready = jobs.runNow('reconcile');
+    const url = `http://${config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST}:${port}`;
+    log.info({ module: 'main', port, pool: store.poolStatus() }, `key-portal listening on ${url}`);
+
+    return {
+      ...deps, server, port, url, jobs, sentinel, ready,
+      async stop() {
+        await cleanup();
+        await store.commit().catch(() => undefined);
+        log.info({ module: 'main' }, 'stopped');
+        log.flush?.();
+      },
+    };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}
+
+async function generatedAdminToken(dataDir: string, announce: (line: string) => void): Promise<string> {
+  const { value, created } = await fileSecret(dataDir, '.admin-token');
+  if (created) {
+    announce(`\nADMIN_TOKEN was not set, so one was generated and saved in ${dataDir}/.admin-token (shown only now):\n\n    ${value}\n`);
+  }
+  return value;
+}
+
+function listen(app: ReturnType<typeof createApp>, port: number, host: string): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = app.listen(port, host);
+    server.once('listening', () => resolve(server));
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(err.code === 'EADDRINUSE' ? new Error(`Port ${port} on ${host} is already in use: set PORT to a free port`) : err);
+    });
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+    setTimeout(() => server.closeAllConnections(), 2000).unref();
+  });
+}

@@ -1,0 +1,42 @@
+import type { NextFunction, Request, Response } from 'express';
+import { AppError, notFound } from '../errors.js';
+
+interface BodyParserError { type?: string; status?: number; expose?: boolean }
+
+/** Maps anything thrown to an AppError; unknown errors become a 500 that hides the details. */
+export function toAppError(err: unknown): AppError {
+  if (err instanceof AppError) return err;
+  const e = err as BodyParserError & Error;
+  if (e?.type === 'entity.parse.failed') return new AppError(400, 'invalid_json', 'The request body is not valid JSON.');
+  if (e?.type === 'entity.too.large') return new AppError(413, 'payload_too_large', 'The request body is too large.');
+  if (e?.expose && typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+    return new AppError(e.status, 'bad_request', e.message);
+  }
+  return new AppError(500, 'internal_error', 'Something went wrong on our side. Please try again.');
+}
+
+/** Browsers get a page; API clients (and anything under /api or with a bearer) get JSON. */
+export function wantsPage(req: Request): boolean {
+  if (req.path.startsWith('/api/') || req.get('authorization')) return false;
+  return req.accepts(['json', 'html']) === 'html';
+}
+
+export function notFoundHandler(_req: Request, _res: Response, next: NextFunction): void {
+  next(notFound('There is nothing at this address.'));
+}
+
+export function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunction): void {
+  const appErr = toAppError(err);
+  if (appErr.status >= 500 && appErr.code === 'internal_error') req.log?.error({ err }, 'unhandled error');
+  if (res.headersSent) return;
+  res.status(appErr.status).set(appErr.headers);
+  const body = { error: { code: appErr.code, message: appErr.message } };
+  if (wantsPage(req)) {
+    res.render('error', { status: appErr.status, code: appErr.code, message: appErr.message }, (renderErr, html) => {
+      if (renderErr) res.json(body);
+      else res.type('html').send(html);
+    });
+  } else {
+    res.json(body);
+  }
+}

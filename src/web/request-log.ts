@@ -1,0 +1,28 @@
+import { randomUUID } from 'node:crypto';
+import type { NextFunction, Request, Response } from 'express';
+import type { Logger } from '../log.js';
+
+declare module 'express-serve-static-core' {
+  interface Request { id: string; log: Logger }
+}
+
+/** A request id per request (echoed as X-Request-Id) and one access line when it ends. */
+export function requestLog(log: Logger) {
+  const http = log.child({ module: 'http' });
+  return (req: Request, res: Response, next: NextFunction) => {
+    const incoming = req.get('x-request-id');
+    req.id = incoming && /^[\w.-]{1,64}$/.test(incoming) ? incoming : randomUUID();
+    req.log = http.child({ req_id: req.id });
+    res.setHeader('X-Request-Id', req.id);
+    const started = process.hrtime.bigint();
+    res.on('finish', () => {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      // The path only: query strings may carry credentials (?key=, ?auth_token=).
+      const line = { method: req.method, path: req.path, status: res.statusCode, ms: Math.round(ms * 10) / 10 };
+      if (res.statusCode >= 500) req.log.error(line, 'request failed');
+      else if (req.path === '/healthz' || req.path.startsWith('/static/')) req.log.debug(line, 'request');
+      else req.log.info(line, 'request');
+    });
+    next();
+  };
+}

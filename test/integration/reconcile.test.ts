@@ -1,0 +1,194 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ManualClock } from '../../src/clock.js';
+import { FakeCliproxy } from '../support/fake-cliproxy.js';
+import { ADMIN, call, chat, startTestPortal, waitFor } from '../support/harness.js';
+import { strictInvariantViolations } from '../support/invariants.js';
+
+describe('keeping CLIProxyAPI’s key list right', () => {
+  it('keeps foreign keys, adds the sentinel, restores a key removed by hand, removes a revoked key added back', async () => {
+    const t = await startTestPortal({ fakeOptions: { apiKeys: ['sk-ops-1', '  sk-ops-2 ', 'sk-ops-1'] } });
+    try {
+      assert.ok(t.fake.apiKeys?.includes(t.portal.sentinel), 'sentinel present after the start-up run');
+      const { body: a } = await call(t.url, 'POST', '/api/register-key', { body: { email: 'a@x.cn' } });
+      const { body: b } = await call(t.url, 'POST', '/api/register-key', { body: { email: 'b@x.cn' } });
+      await call(t.url, 'POST', '/api/revoke-key', { body: { key: b.key } });
+
+      t.fake.editByHand((keys) => keys.filter((k) => k !== a.key).concat(b.key)); // an operator's mistakes
+      const report = await t.portal.reconciler.run();
+      assert.equal(report.ok, true);
+      assert.deepEqual(report.added, [a.key_id]);
+      assert.deepEqual(report.removed, [b.key_id]);
+      assert.equal(report.foreign, 2);
+      assert.ok(t.fake.apiKeys?.includes(a.key));
+      assert.ok(!t.fake.apiKeys?.includes(b.key));
+      // Foreign keys stay exactly as the operator wrote them, duplicates and spaces included.
+      assert.deepEqual(t.fake.apiKeys?.filter((k) => k.includes('sk-ops')), ['sk-ops-1', '  sk-ops-2 ', 'sk-ops-1']);
+      await waitFor(async () => (await chat(t.fake, a.key)) === 200, 'restored key works');
+
+      const quiet = await t.portal.reconciler.run();
+      assert.equal(quiet.method, 'none', 'a converged list costs one GET and nothing else');
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it('never leaves the list empty: an empty list (proxy open to anyone) gets the sentinel first', async () => {
+    const fake = await FakeCliproxy.start({ apiKeys: null });
+    assert.equal(await chat(fake, 'anything'), 200, 'an empty list lets anyone in');
+    const t = await startTestPortal({ fake });
+    try {
+      const report = t.portal.reconciler.last!; // the start-up run
+      assert.equal(report.was_empty, true);
+      assert.deepEqual(fake.apiKeys, [t.portal.sentinel]);
+      await waitFor(async () => (await chat(fake, 'anything')) === 401, 'the proxy to close');
+      assert.match(t.logs.text(), /empty api-keys list/);
+      // Revoking the only issued key leaves the sentinel, so the list is never empty again.
+      const { body } = await call(t.url, 'POST', '/api/register-key', { body: { email: 'only@x.cn' } });
+      await call(t.url, 'POST', '/api/revoke-key', { body: { key: body.key } });
+      assert.deepEqual(fake.apiKeys, [t.portal.sentinel]);
+    } finally {
+      await t.stop();
+      await fake.stop();
+    }
+  });
+
+  it('replaces many changes with one PUT of the merged list (PRELOAD_POOL), and unloads them again', async () => {
+    const fake = await FakeCliproxy.start({ apiKeys: ['sk-ops-1'] });
+    try {
+      const t = await startTestPortal({ fake, keepDataDir: true, env: { PRELOAD_POOL: 'true', POOL_SIZE: '40' } });
+      try {
+        assert.equal(fake.apiKeys?.[0], 'sk-ops-1');
+        assert.equal(fake.apiKeys?.length, 42, 'foreign key + sentinel + 40 pool keys');
+        assert.equal(fake.calls.filter((c) => c.method === 'PUT').length, 1, 'one PUT, no per-key calls');
+        assert.equal(fake.calls.filter((c) => c.method === 'PATCH').length, 0);
+      } finally {
+        await t.stop();
+      }
+      // The same data directory without preloading: the unused keys leave CLIProxyAPI.
+      const t2 = await startTestPortal({ fake, dataDir: t.dataDir, env: { PRELOAD_POOL: 'false' } });
+      try {
+        assert.equal(t2.portal.reconciler.last?.removed.length, 40);
+        assert.deepEqual(fake.apiKeys, ['sk-ops-1', t2.portal.sentinel]);
+      } finally {
+        await t2.stop();
+      }
+    } finally {
+      await fake.stop();
+    }
+  });
+
+  it('issues keys as pending while CLIProxyAPI is down and makes them live when it is back', async () => {
+    const t = await startTestPortal({ pushWaitMs: 3000 });
+    try {
+      await t.fake.stop();
+      const res = await call(t.url, 'POST', '/api/register-key', { body: { email: 'down@x.cn' } });
+      assert.equal(res.status, 201);
+      assert.equal(res.body.status, 'pending');
+      const health = (await call(t.url, 'GET', '/healthz')).body;
+      assert.equal(health.status, 'ok');
+      assert.equal(health.cliproxy.reachable, false);
+      assert.equal(health.cliproxy.error_code, 'cliproxy_unreachable');
+
+      await t.fake.listen();
+      const report = await t.portal.reconciler.run();
+      assert.equal(report.ok, true);
+      assert.equal(report.activated, 1);
+      assert.equal(t.portal.store.getKey(res.body.key)?.status, 'active');
+      await waitFor(async () => (await chat(t.fake, res.body.key)) === 200, 'the pending key to work');
+      assert.equal((await call(t.url, 'GET', '/healthz')).body.cliproxy.reachable, true);
+      assert.deepEqual(strictInvariantViolations(t.dataDir), []);
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it('heals after CLIProxyAPI fails to save (500): the next run re-reads and re-applies', async () => {
+    const t = await startTestPortal();
+    try {
+      await t.portal.reconciler.run();
+      t.fake.failNextSave = true;
+      const res = await call(t.url, 'POST', '/api/register-key', { body: { email: 'flaky@x.cn' } });
+      assert.equal(res.status, 201);
+      // The client retried the idempotent PATCH after the 500, so the key got through anyway.
+      assert.ok(t.fake.apiKeys?.includes(res.body.key));
+      await waitFor(async () => (await chat(t.fake, res.body.key)) === 200, 'key live');
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it('sends a wrong management key fewer than 5 times a minute, and says so in /healthz', async () => {
+    const clock = new ManualClock(Date.parse('2026-11-22T10:00:00Z'));
+    const fake = await FakeCliproxy.start({ managementKey: 'the-right-key', now: () => clock.now() });
+    const t = await startTestPortal({ fake, clock });
+    try {
+      for (let second = 0; second < 60; second += 2) {
+        await t.portal.reconciler.run();
+        if (second % 10 === 0) await call(t.url, 'POST', '/api/register-key', { body: { email: `w${second}@x.cn` } });
+        clock.advance(2000);
+      }
+      assert.ok(fake.failedLogins() < 5, `${fake.failedLogins()} failed logins in a minute`);
+      assert.equal(fake.failedLogins(), 1);
+      assert.equal(fake.bans.size, 0, 'not banned');
+      const health = (await call(t.url, 'GET', '/healthz')).body;
+      assert.equal(health.cliproxy.error_code, 'management_key_rejected');
+      assert.equal(health.cliproxy.authenticated, false);
+      assert.ok(health.cliproxy.paused_until);
+      assert.match(t.logs.text(), /rejected the management key/);
+      // Over the next hours it tries again now and then, and is never banned.
+      for (let i = 0; i < 24 * 60; i++) { clock.advance(60_000); await t.portal.reconciler.run(); }
+      assert.equal(fake.bans.size, 0, 'still not banned after a day');
+      assert.ok(fake.failedLogins() <= 12, `${fake.failedLogins()} failed logins in a day`);
+    } finally {
+      await t.stop();
+      await fake.stop();
+    }
+  });
+
+  it('waits out a ban instead of adding to it', async () => {
+    const clock = new ManualClock(Date.parse('2026-11-22T10:00:00Z'));
+    const fake = await FakeCliproxy.start({ now: () => clock.now() });
+    fake.bans.set('127.0.0.1', clock.now() + 30 * 60_000);
+    const t = await startTestPortal({ fake, clock });
+    try {
+      await t.portal.reconciler.run();
+      await t.portal.reconciler.run();
+      assert.equal(fake.calls.length, 1, 'one call (at start) met the ban; none after');
+      assert.equal((await call(t.url, 'GET', '/healthz')).body.cliproxy.error_code, 'management_forbidden');
+      clock.advance(32 * 60_000);
+      const report = await t.portal.reconciler.run();
+      assert.equal(report.ok, true);
+    } finally {
+      await t.stop();
+      await fake.stop();
+    }
+  });
+
+  it('reports management switched off (404) and does not hammer it', async () => {
+    const fake = await FakeCliproxy.start({ managementKey: null });
+    const t = await startTestPortal({ fake });
+    try {
+      for (let i = 0; i < 5; i++) await t.portal.reconciler.run();
+      assert.equal(fake.calls.length, 1, 'one call at start, then a pause');
+      assert.equal((await call(t.url, 'GET', '/healthz')).body.cliproxy.error_code, 'management_disabled');
+    } finally {
+      await t.stop();
+      await fake.stop();
+    }
+  });
+
+  it('keeps keys pending, and calls nothing, without a management key', async () => {
+    const t = await startTestPortal({ env: { CLIPROXY_MANAGEMENT_KEY: '' } });
+    try {
+      const res = await call(t.url, 'POST', '/api/register-key', { body: { email: 'a@x.cn' } });
+      assert.equal(res.body.status, 'pending');
+      assert.equal(t.fake.calls.length, 0);
+      const admin = await call(t.url, 'POST', '/admin/pool', { body: { count: 1 }, token: ADMIN });
+      assert.equal(admin.status, 201);
+      assert.equal((await call(t.url, 'GET', '/healthz')).body.cliproxy.error_code, 'management_key_missing');
+    } finally {
+      await t.stop();
+    }
+  });
+});

@@ -1,0 +1,245 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+
+/**
+ * The project's own stand-in for CLIProxyAPI, written from CLIPROXY.md (§1 management auth and the
+ * failed-login ban, §2 the api-keys endpoints with their exact semantics and hot-reload delay, §3
+ * client-key auth on /v1/* including "an empty list means no auth"). It listens on 127.0.0.1 only.
+ */
+export interface FakeCliproxyOptions {
+  /** The plaintext management key; null turns management off (every management route is 404). */
+  managementKey?: string | null;
+  /** config.yaml's api-keys at start; null is "no api-keys line" (GET answers null). */
+  apiKeys?: string[] | null;
+  /** Delay between a saved change and the proxy accepting it (CLIProxyAPI: ~0-300 ms). */
+  reloadDelayMs?: number;
+  version?: string;
+  port?: number;
+  now?: () => number;
+}
+
+export interface ManagementCall { method: string; path: string; status: number; at: number }
+
+const MAX_FAILURES = 5;
+const BAN_MS = 30 * 60_000;
+/** The worst case of "idle over 2 h, swept hourly". */
+const FORGET_AFTER_MS = 3 * 3_600_000;
+
+export class FakeCliproxy {
+  managementKey: string | null;
+  /** The list as saved in config.yaml (what GET returns). */
+  apiKeys: string[] | null;
+  /** The keys the proxy accepts right now (after hot reload): trimmed, non-empty, unique. */
+  live = new Set<string>();
+  reloadDelayMs: number;
+  version: string;
+  readonly calls: ManagementCall[] = [];
+  /** Failed logins per address; CLIProxyAPI's hourly sweep forgets entries idle over 2 h (so within 3 h). */
+  readonly failures = new Map<string, { count: number; last: number }>();
+  readonly bans = new Map<string, number>();
+  /** Successful proxied requests per client key ("" when auth is off). */
+  readonly served = new Map<string, number>();
+  /** When set, the next management write answers 500 after changing memory (as CLIProxyAPI does on a failed save). */
+  failNextSave = false;
+  port = 0;
+  private server: http.Server | null = null;
+  private readonly sockets = new Set<Socket>();
+  private readonly now: () => number;
+  private reloadTimer: NodeJS.Timeout | null = null;
+
+  private constructor(o: FakeCliproxyOptions) {
+    this.managementKey = o.managementKey === undefined ? 'test-management-key' : o.managementKey;
+    this.apiKeys = o.apiKeys === undefined ? ['sk-operator-own-key'] : o.apiKeys;
+    this.reloadDelayMs = o.reloadDelayMs ?? 30;
+    this.version = o.version ?? 'v7.2.140-fake';
+    this.port = o.port ?? 0;
+    this.now = o.now ?? Date.now;
+    this.applyNow();
+  }
+
+  static async start(o: FakeCliproxyOptions = {}): Promise<FakeCliproxy> {
+    const fake = new FakeCliproxy(o);
+    await fake.listen();
+    return fake;
+  }
+
+  get url(): string { return `http://127.0.0.1:${this.port}`; }
+
+  /** Starts listening again on the same port (after stop(): "CLIProxyAPI is back"). */
+  async listen(): Promise<void> {
+    const server = http.createServer((req, res) => { void this.handle(req, res); });
+    server.on('connection', (s) => { this.sockets.add(s); s.on('close', () => this.sockets.delete(s)); });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.port, '127.0.0.1', () => resolve());
+    });
+    this.port = (server.address() as AddressInfo).port;
+    this.server = server;
+  }
+
+  /** Stops answering: connections are refused until listen() ("CLIProxyAPI is down"). */
+  async stop(): Promise<void> {
+    if (this.reloadTimer) clearTimeout(this.reloadTimer);
+    const server = this.server;
+    this.server = null;
+    if (!server) return;
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /** Management calls that were refused for a bad key (what counts toward the ban). */
+  failedLogins(): number {
+    return this.calls.filter((c) => c.status === 401).length;
+  }
+
+  /** Edits config.yaml by hand (an operator), effective after the reload delay. */
+  editByHand(edit: (keys: string[]) => string[]): void {
+    this.apiKeys = edit([...(this.apiKeys ?? [])]);
+    this.scheduleReload();
+  }
+
+  // ---- HTTP ----------------------------------------------------------------------------------
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://fake');
+    const body = await readBody(req);
+    if (url.pathname === '/healthz') return json(res, 200, { status: 'ok' });
+    if (url.pathname.startsWith('/v0/management/')) return this.management(req, res, url, body);
+    if (url.pathname.startsWith('/v1/') || url.pathname.startsWith('/v1beta/')) return this.proxy(req, res, url, body);
+    res.writeHead(404, { 'Content-Type': 'text/plain' }).end('404 page not found');
+  }
+
+  private management(req: IncomingMessage, res: ServerResponse, url: URL, body: string): void {
+    const record = (status: number) => this.calls.push({ method: req.method ?? '', path: url.pathname, status, at: this.now() });
+    if (this.managementKey === null) { record(404); res.writeHead(404).end(); return; }
+    res.setHeader('X-CPA-VERSION', this.version);
+    res.setHeader('X-CPA-COMMIT', 'fake');
+    res.setHeader('X-CPA-BUILD-DATE', '2026-08-22');
+    const ip = req.socket.remoteAddress ?? '';
+    const bannedUntil = this.bans.get(ip) ?? 0;
+    if (bannedUntil > this.now()) {
+      record(403);
+      const left = Math.round((bannedUntil - this.now()) / 1000);
+      return json(res, 403, { error: `IP banned due to too many failed attempts. Try again in ${Math.floor(left / 60)}m${left % 60}s` });
+    }
+    const auth = req.headers.authorization;
+    let key = '';
+    if (auth) key = /^bearer\s+/i.test(auth) ? auth.replace(/^bearer\s+/i, '') : auth;
+    else if (typeof req.headers['x-management-key'] === 'string') key = req.headers['x-management-key'];
+    if (!key || key !== this.managementKey) {
+      record(401);
+      const prev = this.failures.get(ip);
+      const n = (prev && this.now() - prev.last <= FORGET_AFTER_MS ? prev.count : 0) + 1;
+      if (n >= MAX_FAILURES) { this.bans.set(ip, this.now() + BAN_MS); this.failures.delete(ip); } else this.failures.set(ip, { count: n, last: this.now() });
+      return json(res, 401, { error: key ? 'invalid management key' : 'missing management key' });
+    }
+    this.failures.delete(ip);
+
+    if (url.pathname !== '/v0/management/api-keys') { record(404); res.writeHead(404).end('404 page not found'); return; }
+    const done = (status: number, payload: unknown) => { record(status); json(res, status, payload); };
+    switch (req.method) {
+      case 'GET': return done(200, { 'api-keys': this.apiKeys });
+      case 'PUT': {
+        let parsed: unknown;
+        try { parsed = JSON.parse(body); } catch { return done(400, { error: 'invalid body' }); }
+        if (parsed === null) return this.save(done, null);
+        if (Array.isArray(parsed) && parsed.every((v) => typeof v === 'string')) return this.save(done, parsed as string[]);
+        const items = (parsed as { items?: unknown })?.items;
+        if (Array.isArray(items) && items.length > 0 && items.every((v) => typeof v === 'string')) return this.save(done, items as string[]);
+        return done(400, { error: 'invalid body' });
+      }
+      case 'PATCH': {
+        let p: { old?: unknown; new?: unknown; index?: unknown; value?: unknown };
+        try { p = JSON.parse(body); } catch { return done(400, { error: 'invalid body' }); }
+        const list = [...(this.apiKeys ?? [])];
+        if (typeof p.index === 'number' && typeof p.value === 'string' && p.index >= 0 && p.index < list.length) {
+          list[p.index] = p.value;
+          return this.save(done, list);
+        }
+        if (typeof p.old === 'string' && typeof p.new === 'string') {
+          const i = list.indexOf(p.old);
+          if (i >= 0) list[i] = p.new; else list.push(p.new);
+          return this.save(done, list);
+        }
+        return done(400, { error: 'missing fields' });
+      }
+      case 'DELETE': {
+        const list = [...(this.apiKeys ?? [])];
+        const index = url.searchParams.get('index');
+        if (index !== null && /^-?\d+$/.test(index) && Number(index) >= 0 && Number(index) < list.length) {
+          list.splice(Number(index), 1);
+          return this.save(done, list);
+        }
+        const value = url.searchParams.get('value');
+        if (value !== null) return this.save(done, list.filter((k) => k.trim() !== value.trim()));
+        return done(400, { error: 'missing index or value' });
+      }
+      default: return done(404, { error: 'not found' });
+    }
+  }
+
+  private save(done: (s: number, p: unknown) => void, list: string[] | null): void {
+    this.apiKeys = list;
+    if (this.failNextSave) {
+      // CLIProxyAPI changes its in-memory list before the save fails; the file and live auth do not change.
+      this.failNextSave = false;
+      return done(500, { error: 'failed to save config: disk full' });
+    }
+    this.scheduleReload();
+    done(200, { status: 'ok' });
+  }
+
+  private scheduleReload(): void {
+    if (this.reloadTimer) clearTimeout(this.reloadTimer);
+    this.reloadTimer = setTimeout(() => this.applyNow(), this.reloadDelayMs);
+  }
+
+  private applyNow(): void {
+    this.live = new Set((this.apiKeys ?? []).map((k) => k.trim()).filter(Boolean));
+  }
+
+  /** The key CLIProxyAPI would authenticate a request as, or an error answer. */
+  private authenticate(req: IncomingMessage, url: URL): { key: string } | { status: number; error: string } {
+    if (this.live.size === 0) return { key: '' }; // no keys configured: authentication is off
+    const candidates: string[] = [];
+    const auth = req.headers.authorization;
+    if (auth) candidates.push(/^bearer\s+/i.test(auth) ? auth.replace(/^bearer\s+/i, '') : auth);
+    for (const h of ['x-goog-api-key', 'x-api-key']) if (typeof req.headers[h] === 'string') candidates.push(req.headers[h] as string);
+    for (const q of ['key', 'auth_token']) { const v = url.searchParams.get(q); if (v) candidates.push(v); }
+    if (candidates.length === 0) return { status: 401, error: 'Missing API key' };
+    const hit = candidates.find((c) => this.live.has(c.trim()));
+    return hit ? { key: hit.trim() } : { status: 401, error: 'Invalid API key' };
+  }
+
+  private proxy(req: IncomingMessage, res: ServerResponse, url: URL, body: string): void {
+    const auth = this.authenticate(req, url);
+    if ('status' in auth) return json(res, auth.status, { error: auth.error });
+    if (url.pathname === '/v1/models') {
+      return json(res, 200, { object: 'list', data: [{ id: 'fake-chat', object: 'model', owned_by: 'fake' }] });
+    }
+    if (url.pathname === '/v1/chat/completions' && req.method === 'POST') {
+      let model = 'fake-chat';
+      try { model = (JSON.parse(body) as { model?: string }).model ?? model; } catch { /* keep default */ }
+      this.served.set(auth.key, (this.served.get(auth.key) ?? 0) + 1);
+      return json(res, 200, {
+        id: 'chatcmpl-fake', object: 'chat.completion', created: Math.floor(this.now() / 1000), model,
+        choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
+        usage: { prompt_tokens: 42, completion_tokens: 17, total_tokens: 59 },
+      });
+    }
+    json(res, 404, { error: 'not found' });
+  }
+}
+
+function json(res: ServerResponse, status: number, payload: unknown): void {
+  res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8' }).end(JSON.stringify(payload));
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}

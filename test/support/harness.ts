@@ -1,0 +1,112 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import type { Clock } from '../../src/clock.js';
+import { loadConfig, type ConfigVar } from '../../src/config.js';
+import { startPortal, type Portal } from '../../src/main.js';
+import { FakeCliproxy, type FakeCliproxyOptions } from './fake-cliproxy.js';
+
+export const MANAGEMENT_KEY = 'test-management-key';
+
+export async function tempDir(prefix = 'kp-test-'): Promise<string> {
+  return mkdtemp(path.join(os.tmpdir(), prefix));
+}
+
+/** Log lines a test can search (to prove, for instance, that no key was ever logged). */
+export class LogCapture extends Writable {
+  readonly lines: string[] = [];
+  override _write(chunk: Buffer, _enc: string, cb: () => void): void {
+    this.lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+    cb();
+  }
+  text(): string { return this.lines.join('\n'); }
+}
+
+export interface TestPortal {
+  portal: Portal;
+  fake: FakeCliproxy;
+  url: string;
+  dataDir: string;
+  logs: LogCapture;
+  stop(): Promise<void>;
+}
+
+export interface TestPortalOptions {
+  env?: Partial<Record<ConfigVar, string>>;
+  fake?: FakeCliproxy;
+  fakeOptions?: FakeCliproxyOptions;
+  clock?: Clock;
+  dataDir?: string;
+  pushWaitMs?: number;
+  /** Keep the data directory after stop (default: removed). */
+  keepDataDir?: boolean;
+}
+
+/** The real portal, in-process on 127.0.0.1:0, on a fresh temp data dir, talking to a fake CLIProxyAPI. */
+export async function startTestPortal(o: TestPortalOptions = {}): Promise<TestPortal> {
+  const fake = o.fake ?? await FakeCliproxy.start(o.fakeOptions);
+  const dataDir = o.dataDir ?? await tempDir();
+  const config = loadConfig({
+    dotenv: false,
+    env: {
+      HOST: '127.0.0.1', PORT: '0', DATA_DIR: dataDir, CLIPROXY_URL: fake.url, CLIPROXY_MANAGEMENT_KEY: MANAGEMENT_KEY,
+      ADMIN_TOKEN: 'test-admin-token-0123456789', POOL_SIZE: '50', REGISTER_RATE_LIMIT: '0', LOG_LEVEL: 'info',
+      LOG_FILE: '', TIMEZONE: 'Asia/Shanghai', ...o.env,
+    },
+  });
+  const logs = new LogCapture();
+  const log = pino({ level: 'debug' }, logs);
+  const portal = await startPortal(config, {
+    log, clock: o.clock, announce: () => undefined, noSchedules: true, pushWaitMs: o.pushWaitMs,
+  });
+  await portal.ready;
+  return {
+    portal, fake, url: portal.url, dataDir, logs,
+    async stop() {
+      await portal.stop();
+      if (!o.fake) await fake.stop();
+      if (!o.keepDataDir && !o.dataDir) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface ApiResponse<T = any> { status: number; body: T; headers: Headers; text: string }
+
+/** One HTTP call over a real socket. */
+export async function call<T = any>(base: string, method: string, p: string,
+  o: { body?: unknown; token?: string; headers?: Record<string, string>; raw?: string } = {}): Promise<ApiResponse<T>> {
+  const headers: Record<string, string> = { Accept: 'application/json', ...o.headers };
+  if (o.token) headers.Authorization = `Bearer ${o.token}`;
+  let body: string | undefined;
+  if (o.raw !== undefined) { body = o.raw; headers['Content-Type'] ??= 'application/json'; }
+  else if (o.body !== undefined) { body = JSON.stringify(o.body); headers['Content-Type'] = 'application/json'; }
+  const res = await fetch(base + p, { method, headers, body });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try { parsed = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: res.status, body: parsed as T, headers: res.headers, text };
+}
+
+export const ADMIN = 'test-admin-token-0123456789';
+
+/** Polls until `check` returns true (bounded), for effects that land after a reload delay. */
+export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** A chat completion through the (fake) CLIProxyAPI with a client key; returns the status. */
+export async function chat(fake: FakeCliproxy, key: string): Promise<number> {
+  const res = await fetch(`${fake.url}/v1/chat/completions`, {
+    method: 'POST', headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: 'fake-chat', messages: [{ role: 'user', content: 'hi' }] }),
+  });
+  await res.text();
+  return res.status;
+}
