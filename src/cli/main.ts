@@ -3,6 +3,8 @@ import { CONFIG_VARS, ConfigError, loadConfig, type ConfigVar } from '../config.
 import { startPortal } from '../main.js';
 import { generateKeys } from './generate-keys.js';
 
+class UsageError extends Error {}
+
 const flagName = (v: ConfigVar) => v.toLowerCase().replace(/_/g, '-');
 
 /** Every config variable is also a flag: PORT → --port, DATA_DIR → --data-dir. */
@@ -27,9 +29,9 @@ export async function main(args: string[]): Promise<number> {
     process.stderr.write(`key-portal: ${(err as Error).message}\n`);
     code = err instanceof ConfigError ? 2 : 1;
   };
-  await yargs(args)
+  const parser = yargs(args)
     .scriptName('key-portal')
-    .command('start', 'serve the portal (the default)', (y) => withConfigFlags(y), async (argv) => {
+    .command('start', 'serve the portal (the default)', (y) => withConfigFlags(y).strict(), async (argv) => {
       try {
         const portal = await startPortal(loadConfig({ flags: configFlags(argv) }));
         await new Promise<void>((resolve) => {
@@ -42,7 +44,8 @@ export async function main(args: string[]): Promise<number> {
     .command('generate-keys', 'mint keys into the pool (through the running portal if there is one)',
       (y) => withConfigFlags(y)
         .option('count', { type: 'number', describe: 'how many keys (default POOL_SIZE)' })
-        .option('preload', { type: 'boolean', default: false, describe: 'keep unused pool keys live in CLIProxyAPI too' }),
+        .option('preload', { type: 'boolean', default: false, describe: 'keep unused pool keys live in CLIProxyAPI too' })
+        .strict(),
       async (argv) => {
         try {
           code = await generateKeys({
@@ -53,8 +56,13 @@ export async function main(args: string[]): Promise<number> {
       })
     .demandCommand(1)
     .strict()
-    .fail((msg, err) => { fail(err ?? new Error(msg)); })
-    .help()
-    .parseAsync();
+    .fail((msg, err) => { throw err ?? new UsageError(msg); })
+    .help();
+  try {
+    await parser.parseAsync();
+  } catch (err) {
+    fail(err);
+    if (err instanceof UsageError) code = 2;
+  }
   return code;
 }

@@ -104,21 +104,25 @@ export class Reconciler {
       report.error = err.message;
       report.error_code = errorCode(err);
     } finally {
-      report.activated = await this.activate(confirmed);
+      report.activated = this.activate(confirmed);
     }
     this.logReport(report);
     this.last = report;
     return report;
   }
 
-  /** Pending keys that CLIProxyAPI now holds become active. */
-  private async activate(confirmed: Set<string>): Promise<number> {
+  /**
+   * Pending keys that CLIProxyAPI now holds become active. The flip is written with the next batch
+   * rather than awaited: it only records what CLIProxyAPI's list already says, and a run re-derives
+   * it after a crash.
+   */
+  private activate(confirmed: Set<string>): number {
     const { store } = this.deps;
     let n = 0;
     for (const k of confirmed) {
       if (store.getKey(k)?.status === 'pending') { store.updateKey(k, { status: 'active' }); n++; }
     }
-    if (n > 0) await store.commit();
+    if (n > 0) store.commit().catch((err) => this.deps.log.error({ module: 'reconciler', err }, 'could not record activations'));
     return n;
   }
 

@@ -73,6 +73,7 @@ export class KeyService {
       throw conflict('max_keys_reached', `Each person may hold at most ${config.MAX_KEYS_PER_USER} keys; revoke one first.`);
     }
     let issued: { key: string; record: KeyRecord };
+    const mark = this.store.mark();
     try {
       issued = this.store.assignNext({
         email: o.email, name: o.name, label: o.label, issued_by: o.issuedBy, daily_limit: o.dailyLimit,
@@ -86,11 +87,14 @@ export class KeyService {
       throw err;
     }
     this.refillIfLow();
-    await this.store.commit();
+    // The push and the durable write run side by side. Pushing a key before it is on disk is safe:
+    // nobody has been shown it yet, and if the write never lands the key is an unused pool key again,
+    // which the reconciler takes back out of CLIProxyAPI. The pending→active flip rides along with
+    // the next write; after a crash the reconciler re-derives it from CLIProxyAPI's list.
+    await Promise.all([this.pushNow(), this.store.commit(mark)]);
     const keyId = keyIdOf(this.store.prefix, issued.key);
     await this.deps.audit.record(auditActor(actor), 'key.issue', keyId, { email: o.email, label: o.label, issued_by: o.issuedBy });
     this.deps.log.info({ module: 'keys', key_id: keyId, issued_by: o.issuedBy }, 'key issued');
-    await this.pushNow();
     return { key: issued.key, key_id: keyId, record: this.store.getKey(issued.key) ?? issued.record };
   }
 

@@ -18,12 +18,26 @@ export async function syncDir(dir: string): Promise<void> {
   try { await fh.sync(); } finally { await fh.close(); }
 }
 
-/** Writes `text` to `file` so that a crash at any moment leaves either the old or the new file. */
-export async function writeFileAtomic(file: string, text: string | Buffer): Promise<void> {
+/**
+ * Writes `content` to `file` so that a crash at any moment leaves either the old or the new file.
+ * Content given as chunks is written as it comes, so a large file never exists as one string.
+ */
+export async function writeFileAtomic(file: string, content: string | Buffer | Iterable<string>): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
   const fh = await open(tmp, 'w', 0o600);
   try {
-    await fh.writeFile(text);
+    if (typeof content === 'string' || Buffer.isBuffer(content)) {
+      await fh.writeFile(content);
+    } else {
+      let buffered: string[] = [];
+      let size = 0;
+      for (const chunk of content) {
+        buffered.push(chunk);
+        size += chunk.length;
+        if (size >= 1 << 16) { await fh.write(buffered.join('')); buffered = []; size = 0; }
+      }
+      if (buffered.length) await fh.write(buffered.join(''));
+    }
     await fh.sync();
   } finally {
     await fh.close();
@@ -67,6 +81,11 @@ export class AtomicJsonFile<T> implements Adapter<T> {
   }
 
   async write(data: T): Promise<void> {
-    await writeFileAtomic(this.file, JSON.stringify(data, null, this.indent || undefined));
+    await this.writeText(JSON.stringify(data, null, this.indent || undefined));
+  }
+
+  /** Writes JSON its owner renders itself, whole or in chunks (the key store streams large files). */
+  async writeText(text: string | Iterable<string>): Promise<void> {
+    await writeFileAtomic(this.file, text);
   }
 }

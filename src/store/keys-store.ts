@@ -117,6 +117,9 @@ export class KeysStore {
     await store.poolDb.read();
     await store.usersDb.read();
     const repaired = store.load(store.poolDb.data, store.usersDb.data);
+    // The maps now hold everything; the parsed files would only double the memory.
+    store.poolDb.data = emptyPool();
+    store.usersDb.data = emptyUsers();
     if (repaired) {
       store.poolDirty = store.usersDirty = true;
       await store.commit();
@@ -244,9 +247,14 @@ export class KeysStore {
 
   // ---- durability ----------------------------------------------------------------------------
 
+  /**
+   * Marks the moment before a change whose durability will be awaited later: commit(mark) rejects if
+   * any write failed (and rolled memory back) after it.
+   */
+  mark(): number { return this.epoch; }
+
   /** Resolves when every change made before this call is on disk; rejects if it was rolled back. */
-  async commit(): Promise<void> {
-    const epoch = this.epoch;
+  async commit(epoch = this.epoch): Promise<void> {
     await this.nextFlush();
     if (this.epoch !== epoch) throw new CommitFailed('an earlier write failed; this change was rolled back');
   }
@@ -267,17 +275,17 @@ export class KeysStore {
   }
 
   private async flush(): Promise<void> {
-    // Snapshot synchronously: records are immutable, so later changes do not leak into this batch.
+    // Take the state synchronously: the texts show one moment, whatever changes while they are written.
     const retiring = this.retiring;
-    const first = this.poolDirty ? this.poolSnapshot(retiring) : null;
-    const users = this.usersDirty ? this.usersSnapshot() : null;
-    const final = retiring.size > 0 ? this.poolSnapshot(new Map()) : null;
+    const first = this.poolDirty ? this.renderPool(retiring) : null;
+    const users = this.usersDirty ? this.renderUsers() : null;
+    const final = retiring.size > 0 ? this.renderPool(new Map()) : null;
     this.poolDirty = this.usersDirty = false;
     this.retiring = new Map();
     try {
-      if (first) await this.write(this.poolDb, first);
-      if (users) await this.write(this.usersDb, users);
-      if (final) await this.write(this.poolDb, final);
+      if (first !== null) await this.write(this.poolDb, first);
+      if (users !== null) await this.write(this.usersDb, users);
+      if (final !== null) await this.write(this.poolDb, final);
     } catch (err) {
       this.epoch++;
       this.log.error({ err }, 'writing the key files failed; reloading the last committed state');
@@ -286,31 +294,39 @@ export class KeysStore {
     }
   }
 
-  private async write<T>(db: Low<T>, data: T): Promise<void> {
-    db.data = data;
-    await db.write();
+  private async write<T>(db: Low<T>, text: string | Iterable<string>): Promise<void> {
+    await (db.adapter as AtomicJsonFile<T>).writeText(text);
     this.writes++;
   }
 
-  private poolSnapshot(stillAssigned: Map<string, string>): PoolFile {
+  private renderPool(stillAssigned: Map<string, string>): string {
     const assigned: Record<string, string> = {};
     for (const [k, v] of this.assigned) assigned[k] = v;
     for (const [k, v] of stillAssigned) assigned[k] = v;
-    const retired = stillAssigned.size
-      ? [...this.retired].filter((k) => !stillAssigned.has(k)) : [...this.retired];
+    const retired = stillAssigned.size ? [...this.retired].filter((k) => !stillAssigned.has(k)) : [...this.retired];
     const unused = [...this.unused];
-    return {
+    return JSON.stringify({
       ...this.poolExtra, version: FORMAT_VERSION, generated_at: this.generatedAt,
-      total: unused.length + Object.keys(assigned).length + retired.length,
+      total: unused.length + this.assigned.size + stillAssigned.size + retired.length,
       unused, assigned, retired,
-    };
+    });
   }
 
-  private usersSnapshot(): UserKeysFile {
-    return {
-      ...this.usersExtra, version: FORMAT_VERSION,
-      users: Object.fromEntries(this.users), keys: Object.fromEntries(this.keys),
-    };
+  /**
+   * user_keys.json as chunks, one record at a time: the file is never one large string. The entry
+   * lists are taken now; records are immutable, so rendering them later still shows this moment.
+   */
+  private renderUsers(): Iterable<string> {
+    const head = JSON.stringify({ ...this.usersExtra, version: FORMAT_VERSION }).slice(0, -1);
+    const users = [...this.users];
+    const keys = [...this.keys];
+    return (function* render() {
+      yield `${head},"users":{`;
+      for (let i = 0; i < users.length; i++) yield `${i ? ',' : ''}${JSON.stringify(users[i]![0])}:${JSON.stringify(users[i]![1])}`;
+      yield '},"keys":{';
+      for (let i = 0; i < keys.length; i++) yield `${i ? ',' : ''}${JSON.stringify(keys[i]![0])}:${JSON.stringify(keys[i]![1])}`;
+      yield '}}';
+    })();
   }
 
   private reloadFromDisk(): void {
@@ -334,26 +350,34 @@ export class KeysStore {
       this.log.warn({ key_id: key ? keyIdOf(this.prefix, key) : undefined }, `repairing data files: ${msg}`);
     };
 
+    // Each key and email is parsed several times over (pool, users, keys); keep one copy of each.
+    const shared = new Map<string, string>();
+    const one = (s: string): string => {
+      const known = shared.get(s);
+      if (known !== undefined) return known;
+      shared.set(s, s);
+      return s;
+    };
+    if (usersFile) {
+      const { version: _v, users, keys, ...extra } = usersFile;
+      this.usersExtra = extra;
+      for (const [k, r] of Object.entries(keys ?? {})) this.keys.set(one(k), normaliseKey(r, one));
+      for (const [email, u] of Object.entries(users)) {
+        const apiKeys = (Array.isArray(u.api_keys) ? u.api_keys : []).map(one);
+        this.users.set(one(email), { ...u, email: one(email), name: u.name ?? '', api_keys: apiKeys, created_at: u.created_at ?? '' });
+        for (const k of apiKeys) {
+          // Seed files of the original tool list keys only under their user.
+          if (!this.keys.has(k)) this.keys.set(k, normaliseKey({ email, created_at: u.created_at }, one));
+        }
+      }
+    }
     if (pool) {
       const { version: _v, generated_at, total: _t, unused, assigned, retired, ...extra } = pool;
       this.poolExtra = extra;
       this.generatedAt = typeof generated_at === 'string' ? generated_at : this.generatedAt;
-      for (const k of unused) this.unused.add(k);
-      for (const [k, v] of Object.entries(assigned)) this.assigned.set(k, v);
-      for (const k of retired ?? []) this.retired.add(k);
-    }
-    if (usersFile) {
-      const { version: _v, users, keys, ...extra } = usersFile;
-      this.usersExtra = extra;
-      for (const [k, r] of Object.entries(keys ?? {})) this.keys.set(k, normaliseKey(r));
-      for (const [email, u] of Object.entries(users)) {
-        const apiKeys = Array.isArray(u.api_keys) ? u.api_keys : [];
-        this.users.set(email, { ...u, email, name: u.name ?? '', api_keys: apiKeys, created_at: u.created_at ?? '' });
-        for (const k of apiKeys) {
-          // Seed files of the original tool list keys only under their user.
-          if (!this.keys.has(k)) this.keys.set(k, normaliseKey({ email, created_at: u.created_at }));
-        }
-      }
+      for (const k of unused) this.unused.add(one(k));
+      for (const [k, v] of Object.entries(assigned)) this.assigned.set(one(k), one(v));
+      for (const k of retired ?? []) this.retired.add(one(k));
     }
 
     // user_keys.json is the record of who holds what; the pool is made to agree with it.
@@ -425,12 +449,12 @@ function emptyUsers(): UserKeysFile {
   return { version: FORMAT_VERSION, users: {}, keys: {} };
 }
 
-function normaliseKey(r: Partial<KeyRecord>): KeyRecord {
+function normaliseKey(r: Partial<KeyRecord>, one: (s: string) => string): KeyRecord {
   const status: KeyStatus = r.status && ['pending', 'active', 'suspended', 'revoked'].includes(r.status)
     ? r.status : 'active';
   return {
     ...r,
-    email: r.email ?? null, label: r.label ?? '', created_at: r.created_at ?? '',
+    email: typeof r.email === 'string' ? one(r.email) : null, label: r.label ?? '', created_at: r.created_at ?? '',
     status, daily_limit: r.daily_limit ?? 0, daily_token_limit: r.daily_token_limit ?? 0,
     issued_by: r.issued_by ?? 'self', revoked_at: r.revoked_at ?? null,
   };

@@ -38,6 +38,7 @@ describe('registering and revoking keys', () => {
   it('refuses a second key for a registered email unless its holder or an admin asks', async () => {
     const first = await register({ email: 'li@example.com' });
     assert.equal(first.status, 201);
+    await t.portal.store.commit();
     const poolBefore = readFileSync(path.join(t.dataDir, 'key_pool.json'), 'utf8');
     const again = await register({ email: 'li@example.com' });
     assert.equal(again.status, 409);
@@ -57,6 +58,7 @@ describe('registering and revoking keys', () => {
   });
 
   it('rejects bad input with a clear 4xx and takes nothing from the pool', async () => {
+    await t.portal.store.commit(); // let earlier activations land before taking the snapshot
     const poolBefore = readFileSync(path.join(t.dataDir, 'key_pool.json'), 'utf8');
     const usersBefore = readFileSync(path.join(t.dataDir, 'user_keys.json'), 'utf8');
     const bad: [unknown, number, string, RegExp?][] = [

@@ -26,6 +26,7 @@ export class LogCapture extends Writable {
 
 export interface TestPortal {
   portal: Portal;
+  /** The in-process fake (absent when the test passed cliproxyUrl). */
   fake: FakeCliproxy;
   url: string;
   dataDir: string;
@@ -36,6 +37,8 @@ export interface TestPortal {
 export interface TestPortalOptions {
   env?: Partial<Record<ConfigVar, string>>;
   fake?: FakeCliproxy;
+  /** A CLIProxyAPI elsewhere (another process): used instead of an in-process fake. */
+  cliproxyUrl?: string;
   fakeOptions?: FakeCliproxyOptions;
   clock?: Clock;
   dataDir?: string;
@@ -46,12 +49,12 @@ export interface TestPortalOptions {
 
 /** The real portal, in-process on 127.0.0.1:0, on a fresh temp data dir, talking to a fake CLIProxyAPI. */
 export async function startTestPortal(o: TestPortalOptions = {}): Promise<TestPortal> {
-  const fake = o.fake ?? await FakeCliproxy.start(o.fakeOptions);
+  const fake = o.fake ?? (o.cliproxyUrl ? undefined : await FakeCliproxy.start(o.fakeOptions));
   const dataDir = o.dataDir ?? await tempDir();
   const config = loadConfig({
     dotenv: false,
     env: {
-      HOST: '127.0.0.1', PORT: '0', DATA_DIR: dataDir, CLIPROXY_URL: fake.url, CLIPROXY_MANAGEMENT_KEY: MANAGEMENT_KEY,
+      HOST: '127.0.0.1', PORT: '0', DATA_DIR: dataDir, CLIPROXY_URL: o.cliproxyUrl ?? fake!.url, CLIPROXY_MANAGEMENT_KEY: MANAGEMENT_KEY,
       ADMIN_TOKEN: 'test-admin-token-0123456789', POOL_SIZE: '50', REGISTER_RATE_LIMIT: '0', LOG_LEVEL: 'info',
       LOG_FILE: '', TIMEZONE: 'Asia/Shanghai', ...o.env,
     },
@@ -63,10 +66,10 @@ export async function startTestPortal(o: TestPortalOptions = {}): Promise<TestPo
   });
   await portal.ready;
   return {
-    portal, fake, url: portal.url, dataDir, logs,
+    portal, fake: fake!, url: portal.url, dataDir, logs,
     async stop() {
       await portal.stop();
-      if (!o.fake) await fake.stop();
+      if (!o.fake) await fake?.stop();
       if (!o.keepDataDir && !o.dataDir) await rm(dataDir, { recursive: true, force: true });
     },
   };
@@ -109,4 +112,29 @@ export async function chat(fake: FakeCliproxy, key: string): Promise<number> {
   });
   await res.text();
   return res.status;
+}
+
+/** The fake CLIProxyAPI in a process of its own, as the real one would be. */
+export async function spawnFake(env: Record<string, string> = {}): Promise<{ url: string; stop(): Promise<void> }> {
+  const { spawn } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const main = fileURLToPath(new URL('./fake-cliproxy-main.js', import.meta.url));
+  const child = spawn(process.execPath, [main], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'inherit'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const line = out.split('\n')[0];
+      if (out.includes('\n') && line) resolve((JSON.parse(line) as { url: string }).url);
+    });
+    child.once('exit', (code) => reject(new Error(`fake CLIProxyAPI exited ${code}`)));
+  });
+  return {
+    url,
+    stop: () => new Promise<void>((resolve) => {
+      if (child.exitCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+    }),
+  };
 }

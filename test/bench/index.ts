@@ -1,0 +1,16 @@
+// `npm run bench`: prints figures and ratios against baselines measured in the same run.
+import os from 'node:os';
+import { benchMemory } from './memory.js';
+import { benchRegistrations } from './registrations.js';
+
+const only = process.argv[2];
+const benches: [string, () => Promise<void>][] = [
+  ['registrations', benchRegistrations],
+  ['memory', benchMemory],
+];
+
+console.log(`key-portal benchmarks — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`);
+for (const [name, run] of benches) {
+  if (only && only !== name) continue;
+  await run();
+}

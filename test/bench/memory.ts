@@ -1,0 +1,43 @@
+import { spawn } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { FakeCliproxy } from '../support/fake-cliproxy.js';
+import { tempDir } from '../support/harness.js';
+import { seedDataDir } from './registrations.js';
+import { fmt, mb, printRows } from './util.js';
+
+interface Sample { rss: number; heapUsed: number; keys: number }
+
+/** The V8 flags of `npm start` (package.json), so the figure describes what operators run. */
+export const START_FLAGS = ['--max-semi-space-size=4'];
+
+function sample(dataDir: string, url: string): Promise<Sample> {
+  const child = fileURLToPath(new URL('./rss-child.js', import.meta.url));
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, ['--expose-gc', ...START_FLAGS, child, dataDir, url], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as Sample) : reject(new Error(`rss child exited ${code}`))));
+  });
+}
+
+/** Resident memory of the whole portal process holding 50k issued keys; baseline: the same process with an empty pool. */
+export async function benchMemory(): Promise<void> {
+  const fake = await FakeCliproxy.start({ apiKeys: ['sk-ops'], reloadDelayMs: 1 });
+  const empty = await tempDir('kp-bench-mem0-');
+  const full = await tempDir('kp-bench-mem-');
+  try {
+    await seedDataDir(empty, 0, 1);
+    await seedDataDir(full, 25_000, 1000, 2);
+    const base = await sample(empty, fake.url);
+    const loaded = await sample(full, fake.url);
+    printRows(`Resident memory (the portal process with npm start's flags ${START_FLAGS.join(' ')}, after start-up, one registration and a GC)`, [
+      { name: `RSS with ${fmt(loaded.keys)} issued keys (25k users)`, value: mb(loaded.rss), target: '≤ 150 MB', baseline: `${mb(base.rss)} with no keys`, ratio: `${fmt(loaded.rss / base.rss, 2)}×` },
+      { name: 'JS heap used', value: mb(loaded.heapUsed), baseline: mb(base.heapUsed) },
+    ]);
+  } finally {
+    await fake.stop();
+    await rm(empty, { recursive: true, force: true });
+    await rm(full, { recursive: true, force: true });
+  }
+}

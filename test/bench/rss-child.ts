@@ -1,0 +1,18 @@
+// Child of the memory benchmark: starts the real portal on a data directory and reports its RSS.
+import { loadConfig } from '../../src/config.js';
+import { startPortal } from '../../src/main.js';
+import { silentLogger } from '../../src/log.js';
+
+const [dataDir, cliproxyUrl] = process.argv.slice(2);
+const portal = await startPortal(loadConfig({ dotenv: false, env: {
+  DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1', CLIPROXY_URL: cliproxyUrl, CLIPROXY_MANAGEMENT_KEY: 'test-management-key',
+  ADMIN_TOKEN: 'bench-admin-token-0123456789', POOL_SIZE: '1', LOG_FILE: '', REGISTER_RATE_LIMIT: '0' } }), { log: silentLogger(), announce: () => undefined });
+await portal.ready;
+// One registration first, so the memory of a portal that has written its files is what is measured.
+await fetch(`${portal.url}/api/register-key`, { method: 'POST', headers: { 'Content-Type': 'application/json' },
+  body: JSON.stringify({ email: 'memory-probe@bench.example' }) }).then((r) => r.text());
+for (let i = 0; i < 3; i++) { (globalThis as { gc?: () => void }).gc?.(); await new Promise((r) => setTimeout(r, 50)); }
+const m = process.memoryUsage();
+process.stdout.write(JSON.stringify({ rss: m.rss, heapUsed: m.heapUsed, keys: portal.store.keyCount(), pool: portal.store.poolStatus() }) + '\n');
+await portal.stop();
+process.exit(0);
