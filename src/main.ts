@@ -63,8 +63,10 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     const cliproxy = new ManagementClient({
       baseUrl: config.CLIPROXY_URL, managementKey: config.CLIPROXY_MANAGEMENT_KEY, log: log.child({ module: 'cliproxy' }), clock,
     });
+    const jobs = new JobRegistry(log, config.TIMEZONE);
     const reconciler = new Reconciler({
       store, client: cliproxy, sentinel, log, clock, preloadPool: () => config.PRELOAD_POOL || store.preload,
+      followUp: (ms) => jobs.runSoon('reconcile', ms),
     });
     const keys = new KeyService({ config, store, reconciler, audit, log, clock, pushWaitMs: opts.pushWaitMs });
 
@@ -73,7 +75,6 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
       log.info({ module: 'keys' }, `first start: generated a pool of ${minted} keys in ${store.poolFile}`);
     }
 
-    const jobs = new JobRegistry(log, config.TIMEZONE);
     jobs.add({ name: 'reconcile', schedule: config.RECONCILE_CRON, run: () => reconciler.run() });
     cleanups.push(() => jobs.stop());
 

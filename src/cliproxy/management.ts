@@ -186,7 +186,7 @@ export class ManagementClient {
   private pause(cause: CliproxyError, until: number): void {
     this.pausedUntil = until;
     this.pauseCause = cause;
-    this.opts.log.error({ module: 'cliproxy', paused_until: new Date(until).toISOString() },
+    this.opts.log.error({ paused_until: new Date(until).toISOString() },
       `${cause.message}; no further management calls until then`);
   }
 

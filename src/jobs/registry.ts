@@ -19,6 +19,8 @@ export class JobRegistry {
   private readonly jobs = new Map<string, Job>();
   private readonly tasks: ScheduledTask[] = [];
   private readonly busy = new Map<string, Promise<void>>();
+  private readonly soon = new Map<string, NodeJS.Timeout>();
+  private stopped = false;
 
   constructor(private readonly log: Logger, private readonly timezone: string) {}
 
@@ -46,6 +48,14 @@ export class JobRegistry {
     return p;
   }
 
+  /** Runs a job once after `delayMs` (a follow-up), unless one is already due; cancelled by stop(). */
+  runSoon(name: string, delayMs: number): void {
+    if (this.stopped || this.soon.has(name)) return;
+    const timer = setTimeout(() => { this.soon.delete(name); void this.runNow(name); }, delayMs);
+    timer.unref();
+    this.soon.set(name, timer);
+  }
+
   start(): void {
     for (const job of this.jobs.values()) {
       const task = cron.schedule(job.schedule, () => this.runNow(job.name), {
@@ -56,6 +66,9 @@ export class JobRegistry {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.soon.values()) clearTimeout(t);
+    this.soon.clear();
     for (const t of this.tasks.splice(0)) await t.destroy();
     await Promise.all(this.busy.values());
   }

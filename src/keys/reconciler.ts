@@ -30,8 +30,14 @@ export interface ReconcilerDeps {
   preloadPool: () => boolean;
   log: Logger;
   clock: Clock;
-  /** Above this many changes one PUT of the merged list replaces per-key calls (default 8). */
-  bulkThreshold?: number;
+  /**
+   * Asks for another run after `delayMs`. A run that wrote is checked by a follow-up: CLIProxyAPI
+   * reloads its config asynchronously after each save, and a write that lands inside another write's
+   * reload can be lost (the reload installs the older file). The follow-up re-reads and re-applies.
+   */
+  followUp?: (delayMs: number) => void;
+  /** How long after a write the follow-up checks it (default 1000 ms). */
+  verifyDelayMs?: number;
 }
 
 /**
@@ -84,21 +90,28 @@ export class Reconciler {
       report.foreign = [...present].filter((k) => !owned(k)).length;
       for (const k of present) if (desired.has(k)) confirmed.add(k);
 
+      // One write per run: several writes in a row can overtake each other's reloads in CLIProxyAPI.
       const changes = toAdd.length + toRemove.length;
-      if (changes > (this.deps.bulkThreshold ?? 8)) {
+      if (changes > 1) {
         report.method = 'put';
         const removing = new Set(toRemove);
         await client.putKeys([...current.filter((k) => !removing.has(k.trim())), ...toAdd]);
         for (const k of toAdd) confirmed.add(k);
         report.added = toAdd.map((k) => this.id(k));
         report.removed = toRemove.map((k) => this.id(k));
-      } else if (changes > 0) {
+      } else if (toAdd.length === 1) {
         report.method = 'patch';
-        // Adds before removals, the sentinel first: the list is never empty at any moment.
-        for (const k of toAdd) { await client.addKey(k); confirmed.add(k); report.added.push(this.id(k)); }
-        for (const k of toRemove) { await client.removeKey(k); report.removed.push(this.id(k)); }
+        await client.addKey(toAdd[0]!);
+        confirmed.add(toAdd[0]!);
+        report.added.push(this.id(toAdd[0]!));
+      } else if (toRemove.length === 1) {
+        // The sentinel is never removed, so the list keeps at least one key.
+        report.method = 'patch';
+        await client.removeKey(toRemove[0]!);
+        report.removed.push(this.id(toRemove[0]!));
       }
       report.ok = true;
+      if (changes > 0) this.deps.followUp?.(this.deps.verifyDelayMs ?? 1000);
     } catch (err) {
       if (!(err instanceof CliproxyError)) throw err;
       report.error = err.message;
