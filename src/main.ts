@@ -54,6 +54,7 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
   try {
     await removeStaleTempFiles(config.DATA_DIR);
     const store = await KeysStore.open(config.DATA_DIR, config.KEY_PREFIX, log.child({ module: 'store' }));
+    cleanups.push(() => store.close());
     const audit = new AuditLog(config.DATA_DIR, clock);
     cleanups.push(() => audit.close());
     const sentinel = (await fileSecret(config.DATA_DIR, '.sentinel', () => SENTINEL_PREFIX + newSecret())).value;
@@ -72,10 +73,13 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
 
     if (store.isNew) {
       const { minted } = await keys.mint(config.POOL_SIZE, { kind: 'system' });
+      await store.checkpoint(); // the files exist from the first start on
       log.info({ module: 'keys' }, `first start: generated a pool of ${minted} keys in ${store.poolFile}`);
     }
 
     jobs.add({ name: 'reconcile', schedule: config.RECONCILE_CRON, run: () => reconciler.run() });
+    // The key files trail the journal by at most a second while changes arrive.
+    jobs.add({ name: 'checkpoint', schedule: '* * * * * *', run: () => store.checkpointIfDirty() });
     cleanups.push(() => jobs.stop());
 
     const deps: AppDeps = { config, store, keys, reconciler, cliproxy, audit, log, clock, adminToken, sessionSecret };
@@ -98,7 +102,6 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
       ...deps, server, port, url, jobs, sentinel, ready,
       async stop() {
         await cleanup();
-        await store.commit().catch(() => undefined);
         log.info({ module: 'main' }, 'stopped');
         log.flush?.();
       },

@@ -41,7 +41,7 @@ export async function generateKeys(o: GenerateOptions): Promise<number> {
     const store = await KeysStore.open(config.DATA_DIR, config.KEY_PREFIX, log);
     const ids = store.mint(count);
     if (o.preload) await store.setPreload(true);
-    await store.commit();
+    await store.checkpoint();
     const audit = new AuditLog(config.DATA_DIR, systemClock);
     await audit.record('admin', 'pool.generate', undefined, { count, via: 'cli' });
     await audit.close();
@@ -60,6 +60,7 @@ export async function generateKeys(o: GenerateOptions): Promise<number> {
       }
     }
     printPool(print, store.poolStatus());
+    await store.close();
     return 0;
   } finally {
     lock.release();

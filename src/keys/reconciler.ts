@@ -72,7 +72,7 @@ export class Reconciler {
       ok: false, at: new Date(this.deps.clock.now()).toISOString(), added: [], removed: [], foreign: 0,
       activated: 0, method: 'none', was_empty: false, error: null, error_code: null,
     };
-    const confirmed = new Set<string>();
+    const confirmed: string[] = []; // pending keys now known to be in CLIProxyAPI
     try {
       const current = await client.listKeys();
       const present = new Set(current.map((k) => k.trim()).filter(Boolean));
@@ -82,13 +82,24 @@ export class Reconciler {
         log.warn({ module: 'reconciler' }, 'CLIProxyAPI had an empty api-keys list, which lets anyone use it; adding the portal sentinel key');
       }
 
-      const desired = new Set<string>([sentinel, ...store.liveKeys()]);
+      const desired = new Set<string>([sentinel]);
+      const pending: string[] = [];
+      for (const [k, r] of store.entries()) {
+        if (r.status !== 'active' && r.status !== 'pending') continue;
+        desired.add(k);
+        if (r.status === 'pending') pending.push(k);
+      }
       if (this.deps.preloadPool()) for (const k of store.unusedKeys()) desired.add(k);
-      const owned = (k: string) => k === sentinel || store.owns(k);
-      const toAdd = [...desired].filter((k) => !present.has(k));
-      const toRemove = [...present].filter((k) => owned(k) && !desired.has(k));
-      report.foreign = [...present].filter((k) => !owned(k)).length;
-      for (const k of present) if (desired.has(k)) confirmed.add(k);
+      const toAdd: string[] = [];
+      for (const k of desired) if (!present.has(k)) toAdd.push(k);
+      // Only what is not wanted needs the ownership check: keys of others stay, exactly as they are.
+      const toRemove: string[] = [];
+      for (const k of present) {
+        if (desired.has(k)) continue;
+        if (store.owns(k)) toRemove.push(k); else report.foreign++;
+      }
+      const adding = new Set(toAdd);
+      for (const k of pending) if (!adding.has(k)) confirmed.push(k);
 
       // One write per run: several writes in a row can overtake each other's reloads in CLIProxyAPI.
       const changes = toAdd.length + toRemove.length;
@@ -96,13 +107,11 @@ export class Reconciler {
         report.method = 'put';
         const removing = new Set(toRemove);
         await client.putKeys([...current.filter((k) => !removing.has(k.trim())), ...toAdd]);
-        for (const k of toAdd) confirmed.add(k);
         report.added = toAdd.map((k) => this.id(k));
         report.removed = toRemove.map((k) => this.id(k));
       } else if (toAdd.length === 1) {
         report.method = 'patch';
         await client.addKey(toAdd[0]!);
-        confirmed.add(toAdd[0]!);
         report.added.push(this.id(toAdd[0]!));
       } else if (toRemove.length === 1) {
         // The sentinel is never removed, so the list keeps at least one key.
@@ -110,6 +119,7 @@ export class Reconciler {
         await client.removeKey(toRemove[0]!);
         report.removed.push(this.id(toRemove[0]!));
       }
+      for (const k of pending) if (adding.has(k)) confirmed.push(k);
       report.ok = true;
       if (changes > 0) this.deps.followUp?.(this.deps.verifyDelayMs ?? 1000);
     } catch (err) {
@@ -129,7 +139,7 @@ export class Reconciler {
    * rather than awaited: it only records what CLIProxyAPI's list already says, and a run re-derives
    * it after a crash.
    */
-  private activate(confirmed: Set<string>): number {
+  private activate(confirmed: string[]): number {
     const { store } = this.deps;
     let n = 0;
     for (const k of confirmed) {

@@ -1,50 +1,17 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Low } from 'lowdb';
-import { AtomicJsonFile, CorruptDataFile } from './atomic-file.js';
+import { AtomicJsonFile } from './atomic-file.js';
+import { Journal } from './journal.js';
+import {
+  emptyState, loadState, renderPool, renderUsers, FORMAT_VERSION,
+  type JournalBatch, type KeyRecord, type KeyState, type Placement, type PoolFile, type UserKeysFile, type UserRecord,
+} from './key-files.js';
 import { keyIdOf, keyIndex, newKey } from '../keys/format.js';
 import type { Logger } from '../log.js';
 
-export const FORMAT_VERSION = '1.1';
-export type KeyStatus = 'pending' | 'active' | 'suspended' | 'revoked';
-
-/** One issued key. Records are replaced, never edited in place, so a snapshot stays consistent. */
-export interface KeyRecord {
-  readonly email: string | null;
-  readonly label: string;
-  readonly created_at: string;
-  readonly status: KeyStatus;
-  readonly daily_limit: number;
-  readonly daily_token_limit: number;
-  readonly issued_by: string;
-  readonly revoked_at: string | null;
-  readonly [extra: string]: unknown;
-}
-
-export interface UserRecord {
-  readonly email: string;
-  readonly name: string;
-  readonly api_keys: readonly string[];
-  readonly created_at: string;
-  readonly [extra: string]: unknown;
-}
-
-export interface PoolFile {
-  version: string;
-  generated_at: string;
-  total: number;
-  unused: string[];
-  assigned: Record<string, string>;
-  retired: string[];
-  [extra: string]: unknown;
-}
-
-export interface UserKeysFile {
-  version: string;
-  users: Record<string, UserRecord>;
-  keys: Record<string, KeyRecord>;
-  [extra: string]: unknown;
-}
+export { FORMAT_VERSION };
+export type { KeyRecord, KeyStatus, PoolFile, UserKeysFile, UserRecord } from './key-files.js';
 
 export interface PoolStatus { total: number; unused: number; assigned: number; retired: number }
 
@@ -64,51 +31,58 @@ export class CommitFailed extends Error {
   override name = 'CommitFailed';
 }
 
+export class PoolExhausted extends Error {
+  override name = 'PoolExhausted';
+}
+
+/** The journal is folded into the files once it grows past this, whatever the checkpoint job does. */
+const JOURNAL_LIMIT_BYTES = 8 << 20;
+
 /**
- * The only owner of key_pool.json and user_keys.json. All state lives in memory as maps in both
- * directions (email → keys, key → owner); mutators are synchronous and change memory only, and
- * `commit()` resolves once every change made before the call is durable on disk. Changes made while
- * a write is under way are written together by the next one (group commit).
+ * The only owner of key_pool.json, user_keys.json and keys.journal. All state lives in memory as
+ * maps in both directions (email → keys, key → owner). Mutators are synchronous and change memory
+ * only; `commit()` resolves once every change made before the call is durable.
  *
- * Crash safety across the two files comes from the write order. A batch writes, in turn:
- *   1. the pool with newly assigned keys already assigned but newly retired keys still assigned,
- *   2. user_keys.json (the commit point: it records who holds what),
- *   3. the final pool, only if keys were retired.
- * Every state a crash can leave satisfies the invariants, and `open()` rolls the pool forward or
- * back to agree with user_keys.json (an assigned key no user holds was never answered, so it
- * returns to the pool).
+ * Durability: a batch of changes (all those made while the previous batch was being written: group
+ * commit) is one line appended to keys.journal and fsync'd, holding the absolute state of what the
+ * batch touched; its cost does not grow with the number of users. A checkpoint (every second while
+ * there are changes, at start and at stop) writes the two JSON files through lowdb by atomic
+ * replacement and empties the journal. Opening replays the journal over the files; replaying an
+ * absolute state twice is harmless, so a crash at any point of a checkpoint loses nothing.
+ *
+ * The files themselves stay consistent across a crash between their two replacements: a checkpoint
+ * writes the pool with new assignments but with keys retired since the last checkpoint still
+ * assigned, then user_keys.json (who holds what), then the final pool.
  */
 export class KeysStore {
   readonly poolFile: string;
   readonly usersFile: string;
   private readonly poolDb: Low<PoolFile>;
   private readonly usersDb: Low<UserKeysFile>;
-
-  private generatedAt = new Date().toISOString();
-  private poolExtra: Record<string, unknown> = {};
-  private usersExtra: Record<string, unknown> = {};
-  private readonly unused = new Set<string>();
-  private readonly assigned = new Map<string, string>();
-  private readonly retired = new Set<string>();
-  private readonly users = new Map<string, UserRecord>();
-  private readonly keys = new Map<string, KeyRecord>();
+  private readonly journal: Journal<JournalBatch>;
+  private s: KeyState = emptyState();
   private readonly byId = new Map<string, string>();
   private nextIndex = 1;
 
-  private poolDirty = false;
-  private usersDirty = false;
+  private touchedKeys = new Set<string>();
+  private touchedUsers = new Set<string>();
+  private touchedPool = new Set<string>();
+  private touchedMeta = false;
+  /** Keys retired since the last checkpoint, with their former owner. */
   private retiring = new Map<string, string>();
+  private checkpointWanted = false;
   private flushing: Promise<void> | null = null;
   private queued: Promise<void> | null = null;
   private epoch = 0;
-  /** Number of file writes so far (the benchmark reports writes per registration). */
+  /** fsync'd writes so far: journal appends and checkpoint files (the benchmark reports them). */
   writes = 0;
 
   private constructor(readonly dir: string, readonly prefix: string, private readonly log: Logger) {
     this.poolFile = path.join(dir, 'key_pool.json');
     this.usersFile = path.join(dir, 'user_keys.json');
-    this.poolDb = new Low(new AtomicJsonFile<PoolFile>(this.poolFile), emptyPool());
-    this.usersDb = new Low(new AtomicJsonFile<UserKeysFile>(this.usersFile), emptyUsers());
+    this.poolDb = new Low(new AtomicJsonFile<PoolFile>(this.poolFile), null as unknown as PoolFile);
+    this.usersDb = new Low(new AtomicJsonFile<UserKeysFile>(this.usersFile), null as unknown as UserKeysFile);
+    this.journal = new Journal<JournalBatch>(path.join(dir, 'keys.journal'));
   }
 
   /** Opens (or creates) the files. A file that does not parse throws CorruptDataFile. */
@@ -116,58 +90,54 @@ export class KeysStore {
     const store = new KeysStore(dir, prefix, log);
     await store.poolDb.read();
     await store.usersDb.read();
-    const repaired = store.load(store.poolDb.data, store.usersDb.data);
+    const batches = await store.journal.read();
+    const repaired = store.adopt(store.poolDb.data, store.usersDb.data, batches);
     // The maps now hold everything; the parsed files would only double the memory.
-    store.poolDb.data = emptyPool();
-    store.usersDb.data = emptyUsers();
-    if (repaired) {
-      store.poolDirty = store.usersDirty = true;
-      await store.commit();
-    }
+    store.poolDb.data = store.usersDb.data = null as never;
+    if (repaired) await store.checkpoint();
     return store;
   }
 
-  /** True when no key_pool.json existed at open (a first start). */
-  get isNew(): boolean {
-    return this.unused.size + this.assigned.size + this.retired.size === 0;
-  }
+  /** True when the directory had no keys at all (a first start). */
+  get isNew(): boolean { return this.poolStatus().total === 0; }
 
   // ---- reads -------------------------------------------------------------------------------
 
   poolStatus(): PoolStatus {
-    return {
-      total: this.unused.size + this.assigned.size + this.retired.size,
-      unused: this.unused.size, assigned: this.assigned.size, retired: this.retired.size,
-    };
+    const { unused, assigned, retired } = this.s;
+    return { total: unused.size + assigned.size + retired.size, unused: unused.size, assigned: assigned.size, retired: retired.size };
   }
 
-  getKey(key: string): KeyRecord | undefined { return this.keys.get(key); }
+  getKey(key: string): KeyRecord | undefined { return this.s.keys.get(key); }
   /** The full key behind a public key id, if the portal knows it. */
   keyById(id: string): string | undefined { return this.byId.get(id); }
-  getUser(email: string): UserRecord | undefined { return this.users.get(email); }
-  userCount(): number { return this.users.size; }
-  keyCount(): number { return this.keys.size; }
-  isUnused(key: string): boolean { return this.unused.has(key); }
-  isRetired(key: string): boolean { return this.retired.has(key); }
+  getUser(email: string): UserRecord | undefined { return this.s.users.get(email); }
+  userCount(): number { return this.s.users.size; }
+  keyCount(): number { return this.s.keys.size; }
+  isUnused(key: string): boolean { return this.s.unused.has(key); }
+  isRetired(key: string): boolean { return this.s.retired.has(key); }
   /** A key the portal minted or issued (in its pool or its records): it may add or remove it. */
   owns(key: string): boolean {
-    return this.unused.has(key) || this.assigned.has(key) || this.retired.has(key) || this.keys.has(key);
+    const { unused, assigned, retired, keys } = this.s;
+    return unused.has(key) || assigned.has(key) || retired.has(key) || keys.has(key);
   }
-
-  *entries(): IterableIterator<[string, KeyRecord]> { yield* this.keys; }
-  *userEntries(): IterableIterator<[string, UserRecord]> { yield* this.users; }
-  unusedKeys(): IterableIterator<string> { return this.unused.values(); }
+  entries(): IterableIterator<[string, KeyRecord]> { return this.s.keys.entries(); }
+  userEntries(): IterableIterator<[string, UserRecord]> { return this.s.users.entries(); }
+  unusedKeys(): IterableIterator<string> { return this.s.unused.values(); }
 
   /** Keys that should be accepted by CLIProxyAPI right now. */
   *liveKeys(): IterableIterator<string> {
-    for (const [k, r] of this.keys) if (r.status === 'active' || r.status === 'pending') yield k;
+    for (const [k, r] of this.s.keys) if (r.status === 'active' || r.status === 'pending') yield k;
   }
+
+  /** Whether unused keys are kept live in CLIProxyAPI too (`generate-keys --preload`), saved with the pool. */
+  get preload(): boolean { return this.s.poolExtra.preload === true; }
 
   // ---- mutators (memory only; call commit() to make them durable) ----------------------------
 
   /** Takes the next unused key and gives it to `fields.email` (or to no one: an admin key). */
   assignNext(fields: NewKeyFields): { key: string; record: KeyRecord } {
-    const key = this.unused.values().next().value as string | undefined;
+    const key = this.s.unused.values().next().value as string | undefined;
     if (key === undefined) throw new PoolExhausted();
     const now = fields.now.toISOString();
     const record: KeyRecord = {
@@ -176,73 +146,76 @@ export class KeysStore {
       daily_limit: fields.daily_limit, daily_token_limit: fields.daily_token_limit,
       issued_by: fields.issued_by, revoked_at: null,
     };
-    this.unused.delete(key);
-    this.assigned.set(key, fields.email ?? '');
-    this.keys.set(key, record);
+    this.s.unused.delete(key);
+    this.s.assigned.set(key, fields.email ?? '');
+    this.s.keys.set(key, record);
+    this.touchedPool.add(key);
+    this.touchedKeys.add(key);
     if (fields.email) {
-      const user = this.users.get(fields.email);
-      this.users.set(fields.email, user
+      const user = this.s.users.get(fields.email);
+      this.s.users.set(fields.email, user
         ? { ...user, name: fields.name || user.name, api_keys: [...user.api_keys, key] }
         : { email: fields.email, name: fields.name ?? '', api_keys: [key], created_at: now });
+      this.touchedUsers.add(fields.email);
     }
-    this.poolDirty = this.usersDirty = true;
     return { key, record };
   }
 
   /** Retires a key for good: it leaves its holder's list and is never handed out again. */
   revoke(key: string, now: Date): KeyRecord {
-    const record = this.keys.get(key);
+    const record = this.s.keys.get(key);
     if (!record) throw new Error('revoke: unknown key');
     if (record.status === 'revoked') return record;
     const updated: KeyRecord = { ...record, status: 'revoked', revoked_at: now.toISOString() };
-    this.keys.set(key, updated);
+    this.s.keys.set(key, updated);
     if (record.email) {
-      const user = this.users.get(record.email);
-      if (user) this.users.set(record.email, { ...user, api_keys: user.api_keys.filter((k) => k !== key) });
+      const user = this.s.users.get(record.email);
+      if (user) {
+        this.s.users.set(record.email, { ...user, api_keys: user.api_keys.filter((k) => k !== key) });
+        this.touchedUsers.add(record.email);
+      }
     }
-    this.retiring.set(key, this.assigned.get(key) ?? '');
-    this.assigned.delete(key);
-    this.retired.add(key);
-    this.poolDirty = this.usersDirty = true;
+    this.retiring.set(key, this.s.assigned.get(key) ?? '');
+    this.s.assigned.delete(key);
+    this.s.retired.add(key);
+    this.touchedKeys.add(key);
+    this.touchedPool.add(key);
     return updated;
   }
 
   /** Replaces fields of a key's record (status, label, limits…); never its owner. */
   updateKey(key: string, patch: Partial<Omit<KeyRecord, 'email' | 'created_at'>>): KeyRecord {
-    const record = this.keys.get(key);
+    const record = this.s.keys.get(key);
     if (!record) throw new Error('updateKey: unknown key');
     const updated = { ...record, ...patch } as KeyRecord;
-    this.keys.set(key, updated);
-    this.usersDirty = true;
+    this.s.keys.set(key, updated);
+    this.touchedKeys.add(key);
     return updated;
-  }
-
-  /** Whether unused keys are kept live in CLIProxyAPI too (`generate-keys --preload`), saved in the pool file. */
-  get preload(): boolean { return this.poolExtra.preload === true; }
-
-  async setPreload(on: boolean): Promise<void> {
-    if (this.preload === on) return;
-    this.poolExtra = { ...this.poolExtra, preload: on };
-    this.poolDirty = true;
-    await this.commit();
   }
 
   /** Adds `count` fresh keys to the unused pool; returns their ids. */
   mint(count: number): string[] {
     const ids: string[] = [];
     for (let i = 0; i < count; i++) {
-      const index = this.nextIndex++;
-      const key = newKey(this.prefix, index);
-      this.unused.add(key);
+      const key = newKey(this.prefix, this.nextIndex++);
+      this.s.unused.add(key);
+      this.touchedPool.add(key);
       const id = keyIdOf(this.prefix, key);
       this.byId.set(id, key);
       ids.push(id);
     }
     if (count > 0) {
-      this.poolDirty = true;
-      this.generatedAt = new Date().toISOString();
+      this.s.generatedAt = new Date().toISOString();
+      this.touchedMeta = true;
     }
     return ids;
+  }
+
+  async setPreload(on: boolean): Promise<void> {
+    if (this.preload === on) return;
+    this.s.poolExtra = { ...this.s.poolExtra, preload: on };
+    this.touchedMeta = true;
+    await this.commit();
   }
 
   // ---- durability ----------------------------------------------------------------------------
@@ -257,6 +230,23 @@ export class KeysStore {
   async commit(epoch = this.epoch): Promise<void> {
     await this.nextFlush();
     if (this.epoch !== epoch) throw new CommitFailed('an earlier write failed; this change was rolled back');
+  }
+
+  /** Folds the journal into key_pool.json and user_keys.json now (after pending changes). */
+  async checkpoint(): Promise<void> {
+    this.checkpointWanted = true;
+    await this.nextFlush();
+  }
+
+  /** For the checkpoint job: a checkpoint if anything was journaled since the last one. */
+  async checkpointIfDirty(): Promise<void> {
+    if (this.journal.bytes > 0 || this.touchedKeys.size || this.touchedPool.size || this.touchedUsers.size) await this.checkpoint();
+  }
+
+  /** Writes a last checkpoint and closes the journal. */
+  async close(): Promise<void> {
+    await this.checkpoint().catch((err) => this.log.error({ err }, 'final checkpoint failed; the journal keeps the changes'));
+    await this.journal.close();
   }
 
   /** The flush that will include every change made so far: the queued one, or a new one. */
@@ -275,199 +265,94 @@ export class KeysStore {
   }
 
   private async flush(): Promise<void> {
-    // Take the state synchronously: the texts show one moment, whatever changes while they are written.
-    const retiring = this.retiring;
-    const first = this.poolDirty ? this.renderPool(retiring) : null;
-    const users = this.usersDirty ? this.renderUsers() : null;
-    const final = retiring.size > 0 ? this.renderPool(new Map()) : null;
-    this.poolDirty = this.usersDirty = false;
-    this.retiring = new Map();
-    try {
-      if (first !== null) await this.write(this.poolDb, first);
-      if (users !== null) await this.write(this.usersDb, users);
-      if (final !== null) await this.write(this.poolDb, final);
-    } catch (err) {
-      this.epoch++;
-      this.log.error({ err }, 'writing the key files failed; reloading the last committed state');
-      this.reloadFromDisk();
-      throw new CommitFailed(`could not write the key files: ${(err as Error).message}`);
+    // Taken synchronously: the batch (and any checkpoint) show one moment, whatever changes meanwhile.
+    const batch = this.takeBatch();
+    const checkpoint = this.checkpointWanted || this.journal.bytes > JOURNAL_LIMIT_BYTES ? this.takeCheckpoint() : null;
+    this.checkpointWanted = false;
+    if (batch) {
+      try {
+        await this.journal.append(batch);
+        this.writes++;
+      } catch (err) {
+        this.epoch++;
+        this.log.error({ err }, 'appending to keys.journal failed; reloading the last committed state');
+        this.reloadFromDisk();
+        throw new CommitFailed(`could not write keys.journal: ${(err as Error).message}`);
+      }
     }
+    if (checkpoint) await checkpoint();
   }
 
-  private async write<T>(db: Low<T>, text: string | Iterable<string>): Promise<void> {
-    await (db.adapter as AtomicJsonFile<T>).writeText(text);
+  private takeBatch(): JournalBatch | null {
+    if (!this.touchedKeys.size && !this.touchedUsers.size && !this.touchedPool.size && !this.touchedMeta) return null;
+    const batch: JournalBatch = { at: new Date().toISOString() };
+    const { keys, users, unused, retired, assigned } = this.s;
+    if (this.touchedKeys.size) batch.k = Object.fromEntries([...this.touchedKeys].map((k) => [k, keys.get(k)!]));
+    if (this.touchedUsers.size) batch.u = Object.fromEntries([...this.touchedUsers].map((e) => [e, users.get(e)!]));
+    if (this.touchedPool.size) {
+      batch.p = {};
+      for (const k of this.touchedPool) {
+        batch.p[k] = (unused.has(k) ? 'u' : retired.has(k) ? 'r' : ['a', assigned.get(k) ?? '']) as Placement;
+      }
+    }
+    if (this.touchedMeta) batch.m = { preload: this.preload, generated_at: this.s.generatedAt };
+    this.touchedKeys = new Set();
+    this.touchedUsers = new Set();
+    this.touchedPool = new Set();
+    this.touchedMeta = false;
+    return batch;
+  }
+
+  /** Renders the checkpoint now and returns the writes to do; a failure leaves the journal whole. */
+  private takeCheckpoint(): () => Promise<void> {
+    const retiring = this.retiring;
+    this.retiring = new Map();
+    const first = renderPool(this.s, retiring);
+    const users = renderUsers(this.s);
+    const final = retiring.size ? renderPool(this.s, new Map()) : null;
+    return async () => {
+      try {
+        await this.writeFile(this.poolDb, first);
+        await this.writeFile(this.usersDb, users);
+        if (final !== null) await this.writeFile(this.poolDb, final);
+        await this.journal.clear();
+      } catch (err) {
+        for (const [k, v] of retiring) if (!this.retiring.has(k)) this.retiring.set(k, v);
+        this.log.error({ err }, 'checkpoint failed; the journal still holds every change');
+      }
+    };
+  }
+
+  private async writeFile<T>(db: Low<T>, content: string | Iterable<string>): Promise<void> {
+    await (db.adapter as AtomicJsonFile<T>).writeText(content);
     this.writes++;
-  }
-
-  private renderPool(stillAssigned: Map<string, string>): string {
-    const assigned: Record<string, string> = {};
-    for (const [k, v] of this.assigned) assigned[k] = v;
-    for (const [k, v] of stillAssigned) assigned[k] = v;
-    const retired = stillAssigned.size ? [...this.retired].filter((k) => !stillAssigned.has(k)) : [...this.retired];
-    const unused = [...this.unused];
-    return JSON.stringify({
-      ...this.poolExtra, version: FORMAT_VERSION, generated_at: this.generatedAt,
-      total: unused.length + this.assigned.size + stillAssigned.size + retired.length,
-      unused, assigned, retired,
-    });
-  }
-
-  /**
-   * user_keys.json as chunks, one record at a time: the file is never one large string. The entry
-   * lists are taken now; records are immutable, so rendering them later still shows this moment.
-   */
-  private renderUsers(): Iterable<string> {
-    const head = JSON.stringify({ ...this.usersExtra, version: FORMAT_VERSION }).slice(0, -1);
-    const users = [...this.users];
-    const keys = [...this.keys];
-    return (function* render() {
-      yield `${head},"users":{`;
-      for (let i = 0; i < users.length; i++) yield `${i ? ',' : ''}${JSON.stringify(users[i]![0])}:${JSON.stringify(users[i]![1])}`;
-      yield '},"keys":{';
-      for (let i = 0; i < keys.length; i++) yield `${i ? ',' : ''}${JSON.stringify(keys[i]![0])}:${JSON.stringify(keys[i]![1])}`;
-      yield '}}';
-    })();
   }
 
   private reloadFromDisk(): void {
     const read = <T>(file: string): T | null => {
       try { return JSON.parse(readFileSync(file, 'utf8')) as T; } catch { return null; }
     };
-    this.load(read<PoolFile>(this.poolFile), read<UserKeysFile>(this.usersFile));
+    let batches: JournalBatch[] = [];
+    try { batches = this.journal.readSync(); } catch { /* keep the files' state */ }
+    this.adopt(read<PoolFile>(this.poolFile), read<UserKeysFile>(this.usersFile), batches);
+    this.touchedKeys = new Set();
+    this.touchedUsers = new Set();
+    this.touchedPool = new Set();
+    this.touchedMeta = false;
   }
 
-  // ---- loading and repair --------------------------------------------------------------------
-
-  /** Builds the maps from file contents (seed formats accepted); returns true if it repaired. */
-  private load(pool: PoolFile | null, usersFile: UserKeysFile | null): boolean {
-    for (const c of [this.unused, this.assigned, this.retired, this.users, this.keys, this.byId]) c.clear();
+  private adopt(pool: PoolFile | null, users: UserKeysFile | null, batches: JournalBatch[]): boolean {
+    const { state, repaired } = loadState({ pool, users, poolFile: this.poolFile, usersFile: this.usersFile }, batches, this.prefix, this.log);
+    this.s = state;
+    this.byId.clear();
     this.nextIndex = 1;
-    validateShape(this.poolFile, pool, { unused: 'array', assigned: 'object', retired: 'array?' });
-    validateShape(this.usersFile, usersFile, { users: 'object', keys: 'object?' });
-    let repaired = false;
-    const fix = (msg: string, key?: string) => {
-      repaired = true;
-      this.log.warn({ key_id: key ? keyIdOf(this.prefix, key) : undefined }, `repairing data files: ${msg}`);
-    };
-
-    // Each key and email is parsed several times over (pool, users, keys); keep one copy of each.
-    const shared = new Map<string, string>();
-    const one = (s: string): string => {
-      const known = shared.get(s);
-      if (known !== undefined) return known;
-      shared.set(s, s);
-      return s;
-    };
-    if (usersFile) {
-      const { version: _v, users, keys, ...extra } = usersFile;
-      this.usersExtra = extra;
-      for (const [k, r] of Object.entries(keys ?? {})) this.keys.set(one(k), normaliseKey(r, one));
-      for (const [email, u] of Object.entries(users)) {
-        const apiKeys = (Array.isArray(u.api_keys) ? u.api_keys : []).map(one);
-        this.users.set(one(email), { ...u, email: one(email), name: u.name ?? '', api_keys: apiKeys, created_at: u.created_at ?? '' });
-        for (const k of apiKeys) {
-          // Seed files of the original tool list keys only under their user.
-          if (!this.keys.has(k)) this.keys.set(k, normaliseKey({ email, created_at: u.created_at }, one));
-        }
+    for (const set of [state.unused, state.assigned.keys(), state.retired, state.keys.keys()]) {
+      for (const k of set) {
+        this.byId.set(keyIdOf(this.prefix, k), k);
+        const i = keyIndex(this.prefix, k);
+        if (i !== null && i >= this.nextIndex) this.nextIndex = i + 1;
       }
-    }
-    if (pool) {
-      const { version: _v, generated_at, total: _t, unused, assigned, retired, ...extra } = pool;
-      this.poolExtra = extra;
-      this.generatedAt = typeof generated_at === 'string' ? generated_at : this.generatedAt;
-      for (const k of unused) this.unused.add(one(k));
-      for (const [k, v] of Object.entries(assigned)) this.assigned.set(one(k), one(v));
-      for (const k of retired ?? []) this.retired.add(one(k));
-    }
-
-    // user_keys.json is the record of who holds what; the pool is made to agree with it.
-    for (const [k, r] of this.keys) {
-      if (r.status === 'revoked') {
-        if (!this.retired.has(k)) { fix('a revoked key was not retired', k); this.retired.add(k); }
-        if (this.assigned.delete(k)) fix('a revoked key was still assigned', k);
-        if (this.unused.delete(k)) fix('a revoked key was still unused', k);
-        const u = r.email ? this.users.get(r.email) : undefined;
-        if (u?.api_keys.includes(k)) {
-          fix('a revoked key was still listed under its user', k);
-          this.users.set(u.email, { ...u, api_keys: u.api_keys.filter((x) => x !== k) });
-        }
-        continue;
-      }
-      if (this.unused.delete(k)) fix('an issued key was still unused', k);
-      if (this.retired.delete(k)) fix('a live key was retired in the pool but not revoked', k);
-      if (this.assigned.get(k) !== (r.email ?? '')) {
-        if (this.assigned.has(k)) fix('a key was assigned to another owner in the pool', k);
-        else fix('an issued key was missing from the pool', k);
-        this.assigned.set(k, r.email ?? '');
-      }
-      if (r.email) {
-        const u = this.users.get(r.email);
-        if (!u) {
-          fix('a key belonged to a user with no record', k);
-          this.users.set(r.email, { email: r.email, name: '', api_keys: [k], created_at: r.created_at });
-        } else if (!u.api_keys.includes(k)) {
-          fix('a key was missing from its user’s list', k);
-          this.users.set(u.email, { ...u, api_keys: [...u.api_keys, k] });
-        }
-      }
-    }
-    for (const k of [...this.assigned.keys()]) {
-      if (!this.keys.has(k)) {
-        // Written to the pool by a batch whose user_keys.json never landed: never answered.
-        fix('an assigned key no user holds returns to the pool', k);
-        this.assigned.delete(k);
-        this.unused.add(k);
-      }
-    }
-    for (const k of this.unused) if (this.retired.has(k)) { fix('a key was both unused and retired', k); this.unused.delete(k); }
-    for (const k of this.retired) this.unused.delete(k);
-    if (pool && pool.total !== this.poolStatus().total) repaired = true;
-    // Files of an older format (the original tool's 1.0) are rewritten in this one.
-    if ((pool && pool.version !== FORMAT_VERSION && this.poolStatus().total > 0) ||
-        (usersFile && (usersFile.version !== FORMAT_VERSION || !usersFile.keys) && this.users.size > 0)) {
-      this.log.info('upgrading the key files to format ' + FORMAT_VERSION);
-      repaired = true;
-    }
-
-    for (const k of [...this.unused, ...this.assigned.keys(), ...this.retired, ...this.keys.keys()]) {
-      this.byId.set(keyIdOf(this.prefix, k), k);
-      const i = keyIndex(this.prefix, k);
-      if (i !== null && i >= this.nextIndex) this.nextIndex = i + 1;
     }
     return repaired;
-  }
-}
-
-export class PoolExhausted extends Error {
-  override name = 'PoolExhausted';
-}
-
-function emptyPool(): PoolFile {
-  return { version: FORMAT_VERSION, generated_at: new Date().toISOString(), total: 0, unused: [], assigned: {}, retired: [] };
-}
-function emptyUsers(): UserKeysFile {
-  return { version: FORMAT_VERSION, users: {}, keys: {} };
-}
-
-function normaliseKey(r: Partial<KeyRecord>, one: (s: string) => string): KeyRecord {
-  const status: KeyStatus = r.status && ['pending', 'active', 'suspended', 'revoked'].includes(r.status)
-    ? r.status : 'active';
-  return {
-    ...r,
-    email: typeof r.email === 'string' ? one(r.email) : null, label: r.label ?? '', created_at: r.created_at ?? '',
-    status, daily_limit: r.daily_limit ?? 0, daily_token_limit: r.daily_token_limit ?? 0,
-    issued_by: r.issued_by ?? 'self', revoked_at: r.revoked_at ?? null,
-  };
-}
-
-type Kind = 'array' | 'object' | 'array?' | 'object?';
-function validateShape(file: string, data: unknown, fields: Record<string, Kind>): void {
-  if (data === null) return;
-  if (typeof data !== 'object' || Array.isArray(data)) throw new CorruptDataFile(file, 'not a JSON object');
-  for (const [name, kind] of Object.entries(fields)) {
-    const v = (data as Record<string, unknown>)[name];
-    if (v === undefined && kind.endsWith('?')) continue;
-    const ok = kind.startsWith('array') ? Array.isArray(v) : (typeof v === 'object' && v !== null && !Array.isArray(v));
-    if (!ok) throw new CorruptDataFile(file, `"${name}" must be ${kind.startsWith('array') ? 'an array' : 'an object'}`);
   }
 }

@@ -19,7 +19,7 @@ export async function seedDataDir(dir: string, users: number, spare: number, key
     }
   }
   for (const [key] of store.entries()) store.updateKey(key, { status: 'active' });
-  await store.commit();
+  await store.close();
 }
 
 /**

@@ -84,7 +84,8 @@ describe('kill -9 in the middle of a registration storm', () => {
         }
       };
       const workers = Array.from({ length: 12 }, (_, w) => worker(w));
-      const killAfter = 150 + Math.floor(Math.random() * 600);
+      // Up to 2.5 s, so some kills land in the middle of a once-a-second checkpoint.
+      const killAfter = 150 + Math.floor(Math.random() * 2350);
       await new Promise((r) => setTimeout(r, killAfter));
       await killHard(child);
       stop = true;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ADMIN, call, chat, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+import { ADMIN, call, chat, journalBytes, settled, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
 import { readDataFiles, strictInvariantViolations } from '../support/invariants.js';
 
 describe('registering and revoking keys', () => {
@@ -30,20 +30,19 @@ describe('registering and revoking keys', () => {
     const afterStatus = (await call(t.url, 'GET', '/api/key-pool-status')).body;
     assert.equal(afterStatus.unused, before.unused - 1);
     assert.equal(afterStatus.assigned, before.assigned + 1);
-    const files = readDataFiles(t.dataDir);
+    const files = readDataFiles(await settled(t));
     assert.equal(files.pool.assigned[b.key], 'zhang.san@example.com');
-    assert.deepEqual(strictInvariantViolations(t.dataDir), []);
+    assert.deepEqual(strictInvariantViolations(await settled(t)), []);
   });
 
   it('refuses a second key for a registered email unless its holder or an admin asks', async () => {
     const first = await register({ email: 'li@example.com' });
     assert.equal(first.status, 201);
-    await t.portal.store.commit();
-    const poolBefore = readFileSync(path.join(t.dataDir, 'key_pool.json'), 'utf8');
+    await settled(t);
     const again = await register({ email: 'li@example.com' });
     assert.equal(again.status, 409);
     assert.equal(again.body.error.code, 'email_registered');
-    assert.equal(readFileSync(path.join(t.dataDir, 'key_pool.json'), 'utf8'), poolBefore, 'nothing consumed');
+    assert.equal(journalBytes(t.dataDir), 0, 'nothing written');
 
     const other = await register({ email: 'wang@example.com' });
     const byOther = await register({ email: 'li@example.com' }, other.body.key);
@@ -54,13 +53,14 @@ describe('registering and revoking keys', () => {
     assert.notEqual(byOwner.body.key, first.body.key);
     const byAdmin = await register({ email: 'li@example.com' }, ADMIN);
     assert.equal(byAdmin.status, 201);
-    assert.equal(readDataFiles(t.dataDir).users.users['li@example.com']?.api_keys.length, 3);
+    assert.equal(readDataFiles(await settled(t)).users.users['li@example.com']?.api_keys.length, 3);
   });
 
   it('rejects bad input with a clear 4xx and takes nothing from the pool', async () => {
-    await t.portal.store.commit(); // let earlier activations land before taking the snapshot
+    await settled(t); // earlier changes folded into the files; the journal is empty
     const poolBefore = readFileSync(path.join(t.dataDir, 'key_pool.json'), 'utf8');
     const usersBefore = readFileSync(path.join(t.dataDir, 'user_keys.json'), 'utf8');
+    const statusBefore = t.portal.store.poolStatus();
     const bad: [unknown, number, string, RegExp?][] = [
       [{}, 400, 'invalid_field', /email is required/],
       [{ email: 'not-an-email' }, 400, 'invalid_field', /email must be a valid email/],
@@ -85,6 +85,8 @@ describe('registering and revoking keys', () => {
     assert.equal(huge.body.error.code, 'payload_too_large');
     const wrongToken = await register({ email: 'new@x.cn' }, 'usr_pool_9999_deadbeef');
     assert.equal(wrongToken.status, 401);
+    assert.equal(journalBytes(t.dataDir), 0, 'nothing was written');
+    assert.deepEqual(t.portal.store.poolStatus(), statusBefore);
     assert.equal(readFileSync(path.join(t.dataDir, 'key_pool.json'), 'utf8'), poolBefore);
     assert.equal(readFileSync(path.join(t.dataDir, 'user_keys.json'), 'utf8'), usersBefore);
   });
@@ -104,11 +106,11 @@ describe('registering and revoking keys', () => {
     assert.equal(afterStatus.retired, before.retired + 1);
     assert.equal(afterStatus.unused, before.unused + 1, 'a fresh key replaces it');
     assert.equal(afterStatus.total, before.total + 1);
-    const files = readDataFiles(t.dataDir);
+    const files = readDataFiles(await settled(t));
     assert.ok(files.pool.retired.includes(issued.key));
     assert.ok(!files.pool.unused.includes(issued.key));
     assert.equal(files.users.keys[issued.key]?.status, 'revoked');
-    assert.deepEqual(strictInvariantViolations(t.dataDir), []);
+    assert.deepEqual(strictInvariantViolations(await settled(t)), []);
 
     const twice = await call(t.url, 'POST', '/api/revoke-key', { body: { key: issued.key } });
     assert.equal(twice.status, 409);
@@ -129,7 +131,7 @@ describe('registering and revoking keys', () => {
     assert.equal(anonymous.status, 401);
     const other = await call(t.url, 'POST', '/api/revoke-key', { body: { key_id: a.key_id }, token: b.key });
     assert.equal(other.status, 403);
-    assert.equal(readDataFiles(t.dataDir).users.keys[a.key]?.status, 'active');
+    assert.equal(readDataFiles(await settled(t)).users.keys[a.key]?.status, 'active');
     const owner = await call(t.url, 'POST', '/api/revoke-key', { body: { key_id: a.key_id }, token: a.key });
     assert.equal(owner.status, 200);
     const admin = await call(t.url, 'POST', '/api/revoke-key', { body: { key_id: b.key_id }, token: ADMIN });
@@ -145,9 +147,9 @@ describe('registering and revoking keys', () => {
     assert.deepEqual(results.map((r) => r.status), new Array(100).fill(201));
     const keys = new Set(results.map((r) => r.body.key));
     assert.equal(keys.size, 100);
-    const files = readDataFiles(t.dataDir);
+    const files = readDataFiles(await settled(t));
     for (const r of results) assert.equal(files.pool.assigned[r.body.key], r.body.email);
-    assert.deepEqual(strictInvariantViolations(t.dataDir), []);
+    assert.deepEqual(strictInvariantViolations(await settled(t)), []);
     for (const k of keys) assert.ok(t.fake.apiKeys?.includes(k));
   });
 
@@ -166,7 +168,7 @@ describe('registering and revoking keys', () => {
     assert.equal(ok.status, 201);
     assert.equal(ok.body.minted, 5);
     assert.equal(ok.body.pool.unused, before.unused + 5);
-    assert.deepEqual(strictInvariantViolations(t.dataDir), []);
+    assert.deepEqual(strictInvariantViolations(await settled(t)), []);
   });
 
   it('never writes a key to the log', async () => {
@@ -174,7 +176,7 @@ describe('registering and revoking keys', () => {
     await call(t.url, 'POST', '/api/revoke-key', { body: { key: body.key } });
     const text = t.logs.text();
     assert.ok(text.includes(body.key_id), 'the key id is logged');
-    for (const k of Object.keys(readDataFiles(t.dataDir).users.keys)) assert.ok(!text.includes(k.slice(14)), 'no key secret in the log');
+    for (const k of Object.keys(readDataFiles(await settled(t)).users.keys)) assert.ok(!text.includes(k.slice(14)), 'no key secret in the log');
     assert.ok(!text.includes(t.portal.sentinel.slice(12)), 'no sentinel in the log');
   });
 });

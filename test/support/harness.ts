@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -137,4 +138,15 @@ export async function spawnFake(env: Record<string, string> = {}): Promise<{ url
       child.kill('SIGTERM');
     }),
   };
+}
+
+/** The data directory after a checkpoint: the files as an operator reading data/ sees them. */
+export async function settled(t: TestPortal): Promise<string> {
+  await t.portal.store.checkpoint();
+  return t.dataDir;
+}
+
+/** Bytes in keys.journal (0 right after a checkpoint; grows with every committed change). */
+export function journalBytes(dataDir: string): number {
+  try { return statSync(path.join(dataDir, 'keys.journal')).size; } catch { return 0; }
 }

@@ -4,13 +4,18 @@ import path from 'node:path';
 interface Pool { total: number; unused: string[]; assigned: Record<string, string>; retired: string[] }
 interface Users { users: Record<string, { email: string; api_keys: string[] }>; keys: Record<string, { email: string | null; status: string }> }
 
+/** The two files as they are on disk; an absent file (not yet checkpointed) reads as empty. */
 export function readDataFiles(dataDir: string): { pool: Pool; users: Users } {
-  const pool = JSON.parse(readFileSync(path.join(dataDir, 'key_pool.json'), 'utf8')) as Pool;
-  let users: Users = { users: {}, keys: {} };
-  try { users = JSON.parse(readFileSync(path.join(dataDir, 'user_keys.json'), 'utf8')) as Users; } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  return { pool, users };
+  const read = <T>(name: string, empty: T): T => {
+    try { return JSON.parse(readFileSync(path.join(dataDir, name), 'utf8')) as T; } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return empty;
+      throw err;
+    }
+  };
+  return {
+    pool: read<Pool>('key_pool.json', { total: 0, unused: [], assigned: {}, retired: [] }),
+    users: read<Users>('user_keys.json', { users: {}, keys: {} }),
+  };
 }
 
 /**

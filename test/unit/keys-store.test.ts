@@ -18,16 +18,16 @@ describe('keys store', () => {
     const dir = await tempDir();
     const s = await open(dir);
     s.mint(5);
-    await s.commit();
+    await s.checkpoint();
     assert.deepEqual(strictInvariantViolations(dir), []);
     const a = s.assignNext({ ...fields('a@x.cn'), name: '张三' });
     const b = s.assignNext(fields('a@x.cn', '笔记本'));
     const c = s.assignNext(fields('c@x.cn'));
-    await s.commit();
+    await s.checkpoint();
     assert.deepEqual(strictInvariantViolations(dir), []);
     assert.deepEqual(s.getUser('a@x.cn')?.api_keys, [a.key, b.key]);
     s.revoke(a.key, new Date());
-    await s.commit();
+    await s.checkpoint();
     assert.deepEqual(strictInvariantViolations(dir), []);
     assert.deepEqual(s.poolStatus(), { total: 5, unused: 2, assigned: 2, retired: 1 });
 
@@ -47,6 +47,8 @@ describe('keys store', () => {
     s.mint(2);
     s.assignNext(fields('a@x.cn'));
     await s.commit();
+    assert.equal(statSync(path.join(dir, 'keys.journal')).mode & 0o777, 0o600);
+    await s.checkpoint();
     for (const f of ['key_pool.json', 'user_keys.json']) {
       assert.equal(statSync(path.join(dir, f)).mode & 0o777, 0o600, f);
     }
@@ -63,19 +65,56 @@ describe('keys store', () => {
       return s.commit();
     }));
     const writes = s.writes - before;
-    assert.ok(writes <= 4, `100 registrations took ${writes} file writes`);
+    assert.ok(writes <= 4, `100 registrations took ${writes} journal appends`);
+    await s.checkpoint();
     assert.equal(Object.keys(readDataFiles(dir).users.users).length, 100);
     assert.deepEqual(strictInvariantViolations(dir), []);
   });
 
-  it('answers a change only after it is on disk', async () => {
+  it('answers a change only after it is on disk: another process opening the directory sees it', async () => {
     const dir = await tempDir();
     const s = await open(dir);
     s.mint(1);
     const { key } = s.assignNext(fields('a@x.cn'));
     await s.commit();
-    assert.equal(readDataFiles(dir).pool.assigned[key], 'a@x.cn');
-    assert.deepEqual(readDataFiles(dir).users.users['a@x.cn']?.api_keys, [key]);
+    const seen = await open(dir); // as the next start after a kill -9 would: files + journal
+    assert.equal(seen.getKey(key)?.email, 'a@x.cn');
+    assert.deepEqual(seen.getUser('a@x.cn')?.api_keys, [key]);
+    assert.equal(readDataFiles(dir).pool.assigned[key], 'a@x.cn', 'opening folded the journal into the files');
+  });
+
+  it('replays the journal after a crash, and keeps a checkpoint whose journal was never cleared harmless', async () => {
+    const dir = await tempDir();
+    const s = await open(dir);
+    s.mint(4);
+    const a = s.assignNext(fields('a@x.cn'));
+    await s.commit();
+    const b = s.assignNext(fields('b@x.cn'));
+    s.revoke(a.key, new Date());
+    s.mint(1);
+    await s.commit();
+    const journal = readFileSync(path.join(dir, 'keys.journal'));
+    await s.checkpoint();
+    assert.equal(statSync(path.join(dir, 'keys.journal')).size, 0, 'a checkpoint empties the journal');
+    writeFileSync(path.join(dir, 'keys.journal'), journal); // a crash between the files and the clearing
+    const again = await open(dir);
+    assert.equal(again.getKey(a.key)?.status, 'revoked');
+    assert.equal(again.getKey(b.key)?.email, 'b@x.cn');
+    assert.deepEqual(again.poolStatus(), { total: 5, unused: 3, assigned: 1, retired: 1 });
+    assert.deepEqual(strictInvariantViolations(dir), []);
+  });
+
+  it('ignores a journal line torn by a crash, and refuses a journal damaged anywhere else', async () => {
+    const dir = await tempDir();
+    const s = await open(dir);
+    s.mint(2);
+    const { key } = s.assignNext(fields('a@x.cn'));
+    await s.commit();
+    const whole = readFileSync(path.join(dir, 'keys.journal'), 'utf8');
+    writeFileSync(path.join(dir, 'keys.journal'), whole + '{"at":"2026-11-22T10:00:00Z","k":{"usr_po');
+    assert.equal((await open(dir)).getKey(key)?.email, 'a@x.cn');
+    writeFileSync(path.join(dir, 'keys.journal'), '{"at": broken\n' + whole);
+    await assert.rejects(open(dir), (err: Error) => err instanceof CorruptDataFile && /keys\.journal/.test(err.message));
   });
 
   it('refuses to hand out a key from an empty pool', async () => {
@@ -96,9 +135,9 @@ describe('keys store', () => {
     const dir = await tempDir();
     const s = await open(dir);
     s.mint(3);
-    await s.commit();
+    await s.checkpoint();
     const { pool } = readDataFiles(dir);
-    // The state a crash between the pool write and the user_keys write leaves behind.
+    // The state a crash between the pool write and the user_keys write of a checkpoint leaves behind.
     const k = pool.unused[0]!;
     writeFileSync(path.join(dir, 'key_pool.json'), JSON.stringify({ ...pool, unused: pool.unused.slice(1), assigned: { [k]: 'x@x.cn' } }));
     const reopened = await open(dir);
@@ -112,11 +151,11 @@ describe('keys store', () => {
     const s = await open(dir);
     s.mint(3);
     const { key } = s.assignNext(fields('a@x.cn'));
-    await s.commit();
+    await s.checkpoint();
     const poolBefore = readFileSync(path.join(dir, 'key_pool.json'), 'utf8');
     s.revoke(key, new Date());
-    await s.commit();
-    writeFileSync(path.join(dir, 'key_pool.json'), poolBefore); // the final pool write never landed
+    await s.checkpoint();
+    writeFileSync(path.join(dir, 'key_pool.json'), poolBefore); // the checkpoint's final pool write never landed
     const reopened = await open(dir);
     assert.ok(reopened.isRetired(key));
     assert.deepEqual(strictInvariantViolations(dir), []);
@@ -144,15 +183,15 @@ describe('keys store', () => {
   it('rolls memory back when a write fails, and the failed change is reported, not answered', async () => {
     const dir = await tempDir();
     const s = await open(dir);
+    // A directory where the journal should go makes the append fail.
+    mkdirSync(path.join(dir, 'keys.journal'));
     s.mint(3);
-    await s.commit();
-    // A directory where the file should go makes the rename fail.
-    rmSync(path.join(dir, 'user_keys.json'), { force: true });
-    mkdirSync(path.join(dir, 'user_keys.json'));
-    writeFileSync(path.join(dir, 'user_keys.json', 'x'), '');
-    s.assignNext(fields('a@x.cn'));
     await assert.rejects(s.commit(), CommitFailed);
-    assert.equal(s.getUser('a@x.cn'), undefined);
-    assert.equal(s.poolStatus().unused, 3);
+    assert.equal(s.poolStatus().total, 0);
+    const mark = s.mark();
+    rmSync(path.join(dir, 'keys.journal'), { recursive: true });
+    s.mint(3);
+    await s.commit(mark);
+    assert.equal(s.poolStatus().unused, 3, 'writes work again once the disk does');
   });
 });
