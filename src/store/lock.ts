@@ -12,12 +12,22 @@ export class DataDirLocked extends Error {
   }
 }
 
+/**
+ * Whether `pid` is a running portal. Where /proc exists, a zombie (killed, not yet reaped) is dead,
+ * and a live pid that is not a node process is another program that reused the number after a crash.
+ */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    if (/^\d+ \(.*\) Z/.test(stat)) return false;
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('node');
+  } catch {
+    return true; // no /proc here: trust kill(pid, 0)
   }
 }
 
