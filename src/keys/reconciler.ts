@@ -1,4 +1,4 @@
-import { CliproxyError, ManagementKeyMissing } from '../cliproxy/errors.js';
+import { CliproxyError, CliproxyUnreachable, ManagementKeyMissing } from '../cliproxy/errors.js';
 import { errorCode, type ManagementClient } from '../cliproxy/management.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
@@ -38,6 +38,8 @@ export interface ReconcilerDeps {
   followUp?: (delayMs: number) => void;
   /** How long after a write the follow-up checks it (default 1000 ms). */
   verifyDelayMs?: number;
+  /** How soon to try again while CLIProxyAPI is unreachable (default 5000 ms). */
+  retryDownMs?: number;
 }
 
 /**
@@ -126,6 +128,9 @@ export class Reconciler {
       if (!(err instanceof CliproxyError)) throw err;
       report.error = err.message;
       report.error_code = errorCode(err);
+      // While CLIProxyAPI is down, look again sooner than the schedule, so pending keys go live soon
+      // after it is back. (A rejected key pauses the client instead; nothing to do here.)
+      if (err instanceof CliproxyUnreachable) this.deps.followUp?.(this.deps.retryDownMs ?? 5000);
     } finally {
       report.activated = this.activate(confirmed);
     }

@@ -93,7 +93,7 @@ export class KeyService {
     // the next write; after a crash the reconciler re-derives it from CLIProxyAPI's list.
     await Promise.all([this.pushNow(), this.store.commit(mark)]);
     const keyId = keyIdOf(this.store.prefix, issued.key);
-    await this.deps.audit.record(auditActor(actor), 'key.issue', keyId, { email: o.email, label: o.label, issued_by: o.issuedBy });
+    await this.audit(actor, 'key.issue', keyId, { email: o.email, label: o.label, issued_by: o.issuedBy });
     this.deps.log.info({ module: 'keys', key_id: keyId, issued_by: o.issuedBy }, 'key issued');
     return { key: issued.key, key_id: keyId, record: this.store.getKey(issued.key) ?? issued.record };
   }
@@ -123,7 +123,7 @@ export class KeyService {
     this.store.revoke(key, new Date(this.deps.clock.now()));
     this.store.mint(1);
     await this.store.commit();
-    await this.deps.audit.record(auditActor(actor), 'key.revoke', keyId, { email: record.email });
+    await this.audit(actor, 'key.revoke', keyId, { email: record.email });
     this.deps.log.info({ module: 'keys', key_id: keyId }, 'key revoked');
     await this.pushNow();
     return { key_id: keyId };
@@ -133,10 +133,22 @@ export class KeyService {
   async mint(count: number, actor: Actor): Promise<{ minted: number; first_id: string | null; last_id: string | null }> {
     const ids = this.store.mint(count);
     await this.store.commit();
-    await this.deps.audit.record(auditActor(actor), 'pool.generate', undefined, { count });
+    await this.audit(actor, 'pool.generate', undefined, { count });
     this.deps.log.info({ module: 'keys', count }, 'pool keys generated');
     if (this.deps.config.PRELOAD_POOL || this.store.preload) await this.pushNow();
     return { minted: ids.length, first_id: ids[0] ?? null, last_id: ids.at(-1) ?? null };
+  }
+
+  /**
+   * Appends to the audit log. The change it records is already durable, so a failing audit disk is
+   * logged loudly rather than turned into an error for a request that succeeded.
+   */
+  private async audit(actor: Actor, action: string, keyId?: string, details?: Record<string, unknown>): Promise<void> {
+    try {
+      await this.deps.audit.record(auditActor(actor), action, keyId, details);
+    } catch (err) {
+      this.deps.log.error({ module: 'audit', err, action, key_id: keyId }, 'could not write the audit log');
+    }
   }
 
   /** Masked view of a key for lists. */
@@ -148,7 +160,7 @@ export class KeyService {
     if (POOL_AUTO_REFILL > 0 && unused < POOL_AUTO_REFILL && POOL_SIZE > unused) {
       const ids = this.store.mint(POOL_SIZE - unused);
       this.deps.log.info({ module: 'keys', count: ids.length }, 'pool refilled');
-      void this.deps.audit.record('system', 'pool.refill', undefined, { count: ids.length });
+      void this.audit({ kind: 'system' }, 'pool.refill', undefined, { count: ids.length });
     }
   }
 
