@@ -16,6 +16,8 @@ import { KeysStore } from './store/keys-store.js';
 import { DataDirLock } from './store/lock.js';
 import { fileSecret } from './store/secrets.js';
 import type { AppDeps } from './web/deps.js';
+import { UsageLedger } from './usage/ledger.js';
+import { StatsService } from './usage/stats.js';
 
 export interface Portal extends AppDeps {
   server: Server;
@@ -82,7 +84,9 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     jobs.add({ name: 'checkpoint', schedule: '* * * * * *', run: () => store.checkpointIfDirty() });
     cleanups.push(() => jobs.stop());
 
-    const deps: AppDeps = { config, store, keys, reconciler, cliproxy, audit, log, clock, adminToken, sessionSecret };
+    const ledger = new UsageLedger(config.TIMEZONE);
+    const stats = new StatsService({ store, ledger, clock, ttlMs: config.STATS_TTL_MS });
+    const deps: AppDeps = { config, store, keys, reconciler, cliproxy, audit, log, clock, adminToken, sessionSecret, ledger, stats };
     const app = createApp(deps);
     const server = await listen(app, config.PORT, config.HOST);
     cleanups.push(() => closeServer(server));

@@ -1,13 +1,15 @@
 import { Router } from 'express';
-import { actorFromRequest } from './auth.js';
-import type { AppDeps } from './deps.js';
+import { z } from 'zod';
+import { badRequest, forbidden, notFound } from '../errors.js';
+import { actorFromRequest, requireAdmin, requireUserOrAdmin } from './auth.js';
+import type { WebDeps } from './deps.js';
 import { perIpLimit } from './rate-limit.js';
-import { keyRef, parseBody, registerBody } from './validate.js';
+import { email, keyRef, parseBody, registerBody } from './validate.js';
 
 /** The user-facing JSON API (paths of the original tool). */
-export function apiRouter(deps: AppDeps): Router {
+export function apiRouter(deps: WebDeps): Router {
   const r = Router();
-  const { keys, store, config } = deps;
+  const { keys, store, config, stats } = deps;
 
   r.get('/api/key-pool-status', (_req, res) => {
     res.json(store.poolStatus());
@@ -37,6 +39,38 @@ export function apiRouter(deps: AppDeps): Router {
     const body = parseBody(keyRef, req.body);
     const { key_id } = await keys.revoke(body, actor);
     res.json({ revoked: true, key_id });
+  });
+
+  /** The caller's keys (an admin names the person with {email}); masked, with usage and limits. */
+  r.post('/api/my-keys', (req, res) => {
+    const actor = actorFromRequest(req, deps);
+    requireUserOrAdmin(actor);
+    let who: string;
+    if (actor.kind === 'admin') {
+      who = parseBody(z.object({ email }), req.body ?? {}).email;
+      if (!store.getUser(who)) throw notFound('No such user.');
+    } else {
+      who = (actor as { email: string }).email;
+    }
+    res.json(stats.myKeys(who));
+  });
+
+  r.get('/api/user-stats/:email', (req, res) => {
+    const actor = actorFromRequest(req, deps);
+    requireUserOrAdmin(actor);
+    const who = String(req.params.email).trim().toLowerCase();
+    if (actor.kind !== 'admin' && !(actor.kind === 'user' && actor.email === who)) throw forbidden('You may see only your own statistics.');
+    const daysRaw = req.query.days ?? '30';
+    if (typeof daysRaw !== 'string' || !/^\d{1,3}$/.test(daysRaw) || Number(daysRaw) < 1 || Number(daysRaw) > 366) {
+      throw badRequest('invalid_field', 'days must be a whole number from 1 to 366.');
+    }
+    if (!store.getUser(who)) throw notFound('No such user.');
+    res.json(stats.userStats(who, Number(daysRaw)));
+  });
+
+  r.get('/api/all-users-stats', (req, res) => {
+    requireAdmin(actorFromRequest(req, deps));
+    res.json(stats.allUsers());
   });
 
   return r;

@@ -6,6 +6,9 @@ import type { KeyService } from '../keys/service.js';
 import type { Logger } from '../log.js';
 import type { AuditLog } from '../store/audit.js';
 import type { KeysStore } from '../store/keys-store.js';
+import type { StatsService } from '../usage/stats.js';
+import type { UsageLedger } from '../usage/ledger.js';
+import type { Sessions } from './session.js';
 
 /** Everything the HTTP layer is handed; tests build it with a temp data dir and a fake CLIProxyAPI. */
 export interface AppDeps {
@@ -19,4 +22,11 @@ export interface AppDeps {
   clock: Clock;
   adminToken: string;
   sessionSecret: string;
+  ledger: UsageLedger;
+  stats: StatsService;
+}
+
+/** What the HTTP layer builds on top of AppDeps (sessions are signed with SESSION_SECRET). */
+export interface WebDeps extends AppDeps {
+  sessions: Sessions;
 }

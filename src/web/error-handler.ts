@@ -1,5 +1,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { AppError, notFound } from '../errors.js';
+import type { WebDeps } from './deps.js';
+import { localError, renderPage } from './render.js';
 
 interface BodyParserError { type?: string; status?: number; expose?: boolean }
 
@@ -15,7 +17,7 @@ export function toAppError(err: unknown): AppError {
   return new AppError(500, 'internal_error', 'Something went wrong on our side. Please try again.');
 }
 
-/** Browsers get a page; API clients (and anything under /api or with a bearer) get JSON. */
+/** Browsers get a page; API clients (anything under /api, with a bearer, or asking for JSON) get JSON. */
 export function wantsPage(req: Request): boolean {
   if (req.path.startsWith('/api/') || req.get('authorization')) return false;
   return req.accepts(['json', 'html']) === 'html';
@@ -25,18 +27,21 @@ export function notFoundHandler(_req: Request, _res: Response, next: NextFunctio
   next(notFound('There is nothing at this address.'));
 }
 
-export function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunction): void {
-  const appErr = toAppError(err);
-  if (appErr.status >= 500 && appErr.code === 'internal_error') req.log?.error({ err }, 'unhandled error');
-  if (res.headersSent) return;
-  res.status(appErr.status).set(appErr.headers);
-  const body = { error: { code: appErr.code, message: appErr.message } };
-  if (wantsPage(req)) {
-    res.render('error', { status: appErr.status, code: appErr.code, message: appErr.message }, (renderErr, html) => {
-      if (renderErr) res.json(body);
-      else res.type('html').send(html);
-    });
-  } else {
-    res.json(body);
-  }
+/** The one final error middleware: `{"error":{code,message}}` for the API, a readable page for people. */
+export function errorHandler(deps: WebDeps) {
+  return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
+    const appErr = toAppError(err);
+    if (appErr.status >= 500 && appErr.code === 'internal_error') req.log?.error({ err }, 'unhandled error');
+    if (res.headersSent) return;
+    res.set(appErr.headers);
+    if (wantsPage(req)) {
+      try {
+        return renderPage(deps, req, res, 'error', {
+          title: String(appErr.status), status: appErr.status, code: appErr.code,
+          message: localError(req, appErr.code, appErr.message), area: req.path.startsWith('/admin') ? 'admin' : 'user',
+        });
+      } catch { /* fall through to JSON */ }
+    }
+    res.status(appErr.status).json({ error: { code: appErr.code, message: appErr.message } });
+  };
 }

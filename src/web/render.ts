@@ -1,0 +1,49 @@
+import type { Request, Response } from 'express';
+import type { Actor } from '../keys/service.js';
+import { sessionActor } from './auth.js';
+import type { WebDeps } from './deps.js';
+import { errorMessage, pickLocale, translator, type Translate } from './i18n.js';
+
+export interface PageOptions {
+  title: string;
+  /** Which menu the page belongs to, and which item is current. */
+  area?: 'user' | 'admin';
+  nav?: string;
+  status?: number;
+  [local: string]: unknown;
+}
+
+/** The banner a page shows while CLIProxyAPI is unreachable or refuses the portal. */
+function bannerFor(deps: WebDeps, t: Translate, area: string): string | null {
+  const s = deps.cliproxy.status();
+  if (s.error_code === 'management_key_rejected') return t('banner.rejected');
+  if (s.reachable === false) return t('banner.unreachable');
+  if (s.error && area === 'admin') return t('banner.other', { error: s.error });
+  return null;
+}
+
+/** Renders a page with what every template needs: language, CSRF token, who is signed in, banner. */
+export function renderPage(deps: WebDeps, req: Request, res: Response, view: string, o: PageOptions): void {
+  const locale = pickLocale(req);
+  const t = translator(locale);
+  let actor: Actor;
+  try { actor = sessionActor(req, deps); } catch { actor = { kind: 'anonymous' }; }
+  const area = o.area ?? 'user';
+  res.status(o.status ?? 200);
+  res.setHeader('Cache-Control', 'no-store');
+  res.setHeader('Content-Language', locale);
+  res.setHeader('Vary', 'Accept-Language, Cookie');
+  res.render(view, {
+    ...o, area, nav: o.nav ?? '', t, locale, actor, csrf: deps.sessions.csrfToken(req, res),
+    banner: bannerFor(deps, t, area), publicUrl: deps.config.CLIPROXY_PUBLIC_URL, currentPath: req.originalUrl,
+  });
+}
+
+export function localError(req: Request, code: string, message: string): string {
+  return errorMessage(pickLocale(req), code, message);
+}
+
+/** A path from a query parameter that stays on this site. */
+export function localPath(value: unknown, fallback = '/'): string {
+  return typeof value === 'string' && value.startsWith('/') && !value.startsWith('//') && !value.includes('\\') ? value : fallback;
+}

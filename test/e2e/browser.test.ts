@@ -1,0 +1,133 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { ADMIN, chat, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+
+/** Debian's Chromium (`.ci/run` installs it). Without it these tests say so and skip. */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync'];
+const SHOTS = process.env.SCREENSHOT_DIR;
+
+async function shot(page: Page, name: string): Promise<void> {
+  if (!SHOTS) return;
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM} (apt-get install chromium)` }, () => {
+  let browser: Browser;
+  let t: TestPortal;
+  before(async () => {
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, timeout: 30_000 });
+    t = await startTestPortal({ env: { POOL_SIZE: '40' } });
+  });
+  after(async () => {
+    await browser?.close();
+    await t?.stop();
+  });
+
+  const newPage = async (locale = 'en-US', viewport = { width: 1200, height: 860 }) => {
+    const context = await browser.newContext({ locale, viewport });
+    const page = await context.newPage();
+    page.setDefaultTimeout(10_000);
+    return page;
+  };
+
+  it('register → key shown once → sign in with it → add a key → revoke one → sign out', async () => {
+    const page = await newPage();
+    await page.goto(`${t.url}/`);
+    await shot(page, '01-home');
+    await page.click('text=Get a key');
+    await page.fill('#email', 'Mei.Lin@example.com');
+    await page.fill('#name', '林美 <b>bold</b>');
+    await page.fill('#label', 'work laptop');
+    await shot(page, '02-register');
+    await page.click('button[type=submit]');
+    const key = (await page.textContent('#new-key'))!.trim();
+    assert.match(key, /^usr_pool_\d{4}_[0-9a-f]{48}$/);
+    assert.ok((await page.textContent('#setup-json'))!.includes(key), 'ready-to-paste settings include the key');
+    assert.ok((await page.textContent('#setup-env'))!.includes(t.fake.url), 'and the public URL');
+    await shot(page, '03-key-shown-once');
+    await waitFor(async () => (await chat(t.fake, key)) === 200, 'the key to work');
+
+    // The key is not shown again anywhere.
+    await page.goto(`${t.url}/my-keys`);
+    assert.ok(!(await page.content()).includes(key));
+    await page.fill('#secret', key);
+    await page.click('button[type=submit]');
+    await page.waitForURL(`${t.url}/my-keys`);
+    assert.ok((await page.textContent('main'))!.includes('mei.lin@example.com'));
+    assert.ok(!(await page.content()).includes(key), 'the signed-in page shows the key masked only');
+    assert.ok((await page.content()).includes('林美 &lt;b&gt;bold&lt;/b&gt;'), 'the name is escaped');
+    await shot(page, '04-my-keys');
+
+    await page.fill('#label', 'home desktop');
+    await page.click('form[action="/my-keys/add"] button');
+    const second = (await page.textContent('#new-key'))!.trim();
+    assert.notEqual(second, key);
+    await page.click('text=Go to my keys');
+    assert.equal(await page.locator('tbody tr').count(), 2);
+
+    await page.locator('tbody tr', { hasText: 'work laptop' }).locator('text=Revoke').click();
+    await shot(page, '05-revoke-confirm');
+    await page.click('button.danger');
+    await page.waitForURL(/revoked=/);
+    assert.ok((await page.textContent('.notice'))!.includes('was revoked'));
+    assert.equal(await page.locator('tbody tr').count(), 1, 'the session moved to the remaining key');
+    await waitFor(async () => (await chat(t.fake, key)) === 401, 'the revoked key to be refused');
+
+    await page.click('text=Sign out');
+    await page.waitForSelector('#secret');
+    await page.context().close();
+  });
+
+  it('admin signs in and sees the person on the leaderboard; a wrong token is refused', async () => {
+    const page = await newPage();
+    await page.goto(`${t.url}/admin/users`);
+    await page.waitForSelector('#secret'); // sent to sign in
+    await page.fill('#secret', 'not-the-admin-token-at-all');
+    await page.click('button[type=submit]');
+    assert.ok((await page.textContent('.problem'))!.length > 0);
+    await page.fill('#secret', ADMIN);
+    await page.click('button[type=submit]');
+    await page.waitForURL(`${t.url}/admin/users`);
+    assert.ok((await page.textContent('table'))!.includes('mei.lin@example.com'));
+    await shot(page, '06-admin-users');
+    await page.locator('tbody tr', { hasText: 'mei.lin@example.com' }).locator('a').click();
+    assert.ok((await page.textContent('h1'))!.includes('林美'));
+    await shot(page, '07-admin-user');
+    await page.goto(`${t.url}/admin/pool`);
+    await page.fill('#count', '5');
+    await page.click('form[action="/admin/pool"] button');
+    await page.waitForURL(/minted=5/);
+    await shot(page, '08-admin-pool');
+    await page.context().close();
+  });
+
+  it('switches the language to Chinese and keeps it', async () => {
+    const page = await newPage('en-US');
+    await page.goto(`${t.url}/register`);
+    assert.equal(await page.getAttribute('html', 'lang'), 'en');
+    await page.click('a.lang');
+    await page.waitForURL(`${t.url}/register`);
+    assert.equal(await page.getAttribute('html', 'lang'), 'zh-CN');
+    assert.ok((await page.textContent('h1'))!.includes('申请密钥'));
+    await page.goto(`${t.url}/`);
+    assert.ok((await page.textContent('h1'))!.includes('团队'), 'the choice sticks');
+    await shot(page, '09-home-zh');
+    await page.context().close();
+  });
+
+  it('uses Chinese for a browser that asks for it, and fits a phone', async () => {
+    const page = await newPage('zh-CN', { width: 390, height: 844 });
+    await page.goto(`${t.url}/register`);
+    assert.equal(await page.getAttribute('html', 'lang'), 'zh-CN');
+    const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth');
+    assert.ok(overflow <= 0, `no sideways scrolling on a phone (overflow ${overflow}px)`);
+    await shot(page, '10-register-phone-zh');
+    await page.context().close();
+  });
+});
