@@ -9,6 +9,7 @@ import type { AppDeps, WebDeps } from './web/deps.js';
 import { errorHandler, notFoundHandler } from './web/error-handler.js';
 import { healthRouter } from './web/health.js';
 import { pagesRouter } from './web/pages.js';
+import { perIpLimit } from './web/rate-limit.js';
 import { requestLog } from './web/request-log.js';
 import { Sessions } from './web/session.js';
 
@@ -19,7 +20,14 @@ export const ROOT_DIR = fileURLToPath(new URL('../..', import.meta.url));
 
 /** Builds the Express app. It never listens: main.ts does, and tests may too. */
 export function createApp(appDeps: AppDeps): Express {
-  const deps: WebDeps = { ...appDeps, sessions: new Sessions(appDeps.sessionSecret, () => appDeps.clock.now()) };
+  const deps: WebDeps = {
+    ...appDeps,
+    sessions: new Sessions(appDeps.sessionSecret, () => appDeps.clock.now()),
+    limits: {
+      register: perIpLimit(appDeps.config.REGISTER_RATE_LIMIT, 'registrations'),
+      signIn: perIpLimit(appDeps.config.LOGIN_RATE_LIMIT, 'sign-in attempts'),
+    },
+  };
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', deps.config.TRUST_PROXY);

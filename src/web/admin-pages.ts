@@ -4,7 +4,6 @@ import { safeEqual } from '../keys/format.js';
 import { requireCsrf, sessionActor } from './auth.js';
 import type { WebDeps } from './deps.js';
 import { pickLocale, translator } from './i18n.js';
-import { perIpLimit } from './rate-limit.js';
 import { localError, renderPage } from './render.js';
 
 /** The admin's pages (session from the /admin sign-in form). The JSON admin API lives in admin-api.ts. */
@@ -32,7 +31,7 @@ export function adminPagesRouter(deps: WebDeps): Router {
     signInPage(req, res);
   });
 
-  r.post('/admin/sign-in', perIpLimit(config.LOGIN_RATE_LIMIT, 'sign-in attempts'), async (req, res) => {
+  r.post('/admin/sign-in', deps.limits.signIn, async (req, res) => {
     try {
       requireCsrf(req, sessions);
     } catch (err) {

@@ -3,7 +3,6 @@ import { z } from 'zod';
 import { badRequest, forbidden, notFound } from '../errors.js';
 import { actorFromRequest, requireAdmin, requireUserOrAdmin } from './auth.js';
 import type { WebDeps } from './deps.js';
-import { perIpLimit } from './rate-limit.js';
 import { email, keyRef, parseBody, registerBody } from './validate.js';
 
 /** The user-facing JSON API (paths of the original tool). */
@@ -15,7 +14,7 @@ export function apiRouter(deps: WebDeps): Router {
     res.json(store.poolStatus());
   });
 
-  r.post('/api/register-key', perIpLimit(config.REGISTER_RATE_LIMIT, 'registrations'), async (req, res) => {
+  r.post('/api/register-key', deps.limits.register, async (req, res) => {
     const actor = actorFromRequest(req, deps);
     const body = parseBody(registerBody, req.body);
     const issued = await keys.register(body, actor);

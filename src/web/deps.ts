@@ -1,3 +1,4 @@
+import type { RequestHandler } from 'express';
 import type { ManagementClient } from '../cliproxy/management.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
@@ -29,4 +30,6 @@ export interface AppDeps {
 /** What the HTTP layer builds on top of AppDeps (sessions are signed with SESSION_SECRET). */
 export interface WebDeps extends AppDeps {
   sessions: Sessions;
+  /** Per-address limiters, each shared by every route it guards (API and form alike). */
+  limits: { register: RequestHandler; signIn: RequestHandler };
 }

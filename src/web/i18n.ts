@@ -147,7 +147,8 @@ export function errorMessage(locale: Locale, code: string, message: string): str
 export function pickLocale(req: Request): Locale {
   const chosen = cookies(req)[LANG_COOKIE];
   if (chosen && (LOCALES as readonly string[]).includes(chosen)) return chosen as Locale;
-  if (!req.get('accept-language')) return 'en';
+  // Only a browser that names Chinese gets it; no header, or "*", means no preference.
+  if (!/zh/i.test(req.get('accept-language') ?? '')) return 'en';
   const accepted = req.acceptsLanguages('zh-CN', 'zh', 'en');
   return typeof accepted === 'string' && accepted.startsWith('zh') ? 'zh-CN' : 'en';
 }

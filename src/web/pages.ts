@@ -5,7 +5,6 @@ import type { IssuedKey } from '../keys/service.js';
 import { matchKey, requireCsrf, sessionActor, usableKey } from './auth.js';
 import type { WebDeps } from './deps.js';
 import { translator, pickLocale, LOCALES } from './i18n.js';
-import { perIpLimit } from './rate-limit.js';
 import { localError, localPath, renderPage } from './render.js';
 import { LANG_COOKIE } from './session.js';
 import { parseBody, registerBody, text100 } from './validate.js';
@@ -14,7 +13,7 @@ import { z } from 'zod';
 /** The key-holder's pages: home, registration, my keys. Forms post here; the JSON API lives in api.ts. */
 export function pagesRouter(deps: WebDeps): Router {
   const r = Router();
-  const { keys, store, stats, sessions, config } = deps;
+  const { keys, store, stats, sessions } = deps;
   const t = (req: Request) => translator(pickLocale(req));
 
   const showIssued = (req: Request, res: Response, issued: IssuedKey, next: string) =>
@@ -37,7 +36,7 @@ export function pagesRouter(deps: WebDeps): Router {
     renderPage(deps, req, res, 'register', { title: t(req)('register.title'), nav: 'register', form: {} });
   });
 
-  r.post('/register', perIpLimit(config.REGISTER_RATE_LIMIT, 'registrations'), async (req, res) => {
+  r.post('/register', deps.limits.register, async (req, res) => {
     const form = (req.body ?? {}) as Record<string, string>;
     try {
       requireCsrf(req, sessions);
@@ -69,7 +68,7 @@ export function pagesRouter(deps: WebDeps): Router {
     });
   });
 
-  r.post('/my-keys/sign-in', perIpLimit(config.LOGIN_RATE_LIMIT, 'sign-in attempts'), (req, res) => {
+  r.post('/my-keys/sign-in', deps.limits.signIn, (req, res) => {
     try {
       requireCsrf(req, sessions);
     } catch (err) {
