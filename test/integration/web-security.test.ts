@@ -130,11 +130,44 @@ describe('the web surface', () => {
     assert.ok(!csp.includes('unsafe-inline') && !csp.includes('unsafe-eval'));
     assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
     const html = await res.text();
+    assert.ok(!/(src|href)="(https?:)?\/\//.test(html), 'no external assets: everything comes from the portal');
     assert.ok(!/<script(?![^>]*\bsrc=)[^>]*>/.test(html), 'no inline <script>');
     assert.ok(!/ on[a-z]+="/.test(html) && !/ style="/.test(html), 'no inline handlers or styles');
     const cookie = res.headers.getSetCookie().find((c) => c.startsWith('kp_csrf='))!;
     assert.match(cookie, /HttpOnly/);
     assert.match(cookie, /SameSite=Strict/);
+  });
+});
+
+describe('the CLIProxyAPI banner', () => {
+  it('tells everyone when CLIProxyAPI is down, and admins when it rejects the management key', async () => {
+    const down = await startTestPortal();
+    try {
+      await down.fake.stop();
+      await down.portal.reconciler.run();
+      const home = await new Browser(down.url).get('/');
+      assert.match(home.html, /class="banner" role="alert">CLIProxyAPI cannot be reached right now/);
+      const zh = await new Browser(down.url, { 'Accept-Language': 'zh-CN' }).get('/');
+      assert.match(zh.html, /class="banner" role="alert">暂时无法连接 CLIProxyAPI/);
+    } finally {
+      await down.stop();
+    }
+    const rejected = await startTestPortal({ fakeOptions: { managementKey: 'another-key-entirely' } });
+    try {
+      const admin = new Browser(rejected.url);
+      await admin.get('/admin');
+      await admin.post('/admin/sign-in', { token: ADMIN });
+      const page = await admin.get('/admin/users');
+      assert.match(page.html, /class="banner" role="alert">CLIProxyAPI rejects the portal’s management key/);
+    } finally {
+      await rejected.stop();
+    }
+    const fine = await startTestPortal();
+    try {
+      assert.ok(!(await new Browser(fine.url).get('/')).html.includes('class="banner"'));
+    } finally {
+      await fine.stop();
+    }
   });
 });
 
@@ -160,6 +193,9 @@ describe('sessions and sign-in limits', () => {
       const limited = await fetch(`${t.url}/admin/sign-in`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: 'token=x' });
       assert.equal(limited.status, 429);
       assert.ok(Number(limited.headers.get('retry-after')) > 0);
+      const audit = readFileSync(path.join(t.dataDir, 'audit.jsonl'), 'utf8');
+      assert.match(audit, /"action":"admin.sign_in_failed"/, 'failed admin sign-ins are audited');
+      assert.ok(!audit.includes(key.slice(14)), 'the audit log holds no key');
     } finally {
       await t.stop();
     }
