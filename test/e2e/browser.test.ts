@@ -50,6 +50,8 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
     assert.match(key, /^usr_pool_\d{4}_[0-9a-f]{48}$/);
     assert.ok((await page.textContent('#setup-json'))!.includes(key), 'ready-to-paste settings include the key');
     assert.ok((await page.textContent('#setup-env'))!.includes(t.fake.url), 'and the public URL');
+    const flag = (await page.textContent('#setup-cli'))!;
+    assert.deepEqual(JSON.parse(/^claude --settings '(.*)'$/.exec(flag.trim())![1]!).env.ANTHROPIC_AUTH_TOKEN, key, 'the flag form is valid JSON');
     await shot(page, '03-key-shown-once');
     await waitFor(async () => (await chat(t.fake, key)) === 200, 'the key to work');
 
