@@ -18,6 +18,8 @@ import { fileSecret } from './store/secrets.js';
 import type { AppDeps } from './web/deps.js';
 import { UsageLedger } from './usage/ledger.js';
 import { StatsService } from './usage/stats.js';
+import { Ingestor } from './usage/ingest.js';
+import { UsageService } from './usage/service.js';
 
 export interface Portal extends AppDeps {
   server: Server;
@@ -84,9 +86,15 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     jobs.add({ name: 'checkpoint', schedule: '* * * * * *', run: () => store.checkpointIfDirty() });
     cleanups.push(() => jobs.stop());
 
-    const ledger = new UsageLedger(config.TIMEZONE);
+    const ledger = new UsageLedger(config.TIMEZONE, config.HOURLY_RETENTION_DAYS);
+    const ingestor = await Ingestor.open({ dataDir: config.DATA_DIR, store, ledger, log, clock });
+    cleanups.push(() => ingestor.close());
+    const usage = new UsageService({ config, cliproxy, ingestor, log, clock });
+    jobs.add({ name: 'usage', schedule: config.USAGE_CRON, run: () => usage.pull() });
+    jobs.add({ name: 'usage-checkpoint', schedule: '*/30 * * * * *', run: () => ingestor.checkpoint() });
+    jobs.add({ name: 'usage-retention', schedule: '17 3 * * *', run: () => ingestor.removeOldEvents(config.USAGE_EVENTS_RETENTION_DAYS) });
     const stats = new StatsService({ store, ledger, clock, ttlMs: config.STATS_TTL_MS });
-    const deps: AppDeps = { config, store, keys, reconciler, cliproxy, audit, log, clock, adminToken, sessionSecret, ledger, stats };
+    const deps: AppDeps = { config, store, keys, reconciler, cliproxy, audit, log, clock, adminToken, sessionSecret, ledger, stats, usage };
     const app = createApp(deps);
     const server = await listen(app, config.PORT, config.HOST);
     cleanups.push(() => closeServer(server));

@@ -37,7 +37,11 @@ export function keyIndex(prefix: string, key: string): number | null {
  */
 export function keyIdOf(prefix: string, key: string): string {
   const m = parser(prefix).exec(key);
-  if (m) return m[1]!;
+  return m ? m[1]! : hashId(key);
+}
+
+/** A short stable id for a key that must not be stored or shown. */
+export function hashId(key: string): string {
   return 'h' + createHash('sha256').update(key).digest('hex').slice(0, 12);
 }
 

@@ -42,6 +42,27 @@ export class StatsService {
     };
   }
 
+  /** GET /usage: one key today against its limits (0 = unlimited → remaining null), and its totals. */
+  keyUsage(key: string) {
+    const { store, ledger, clock } = this.d;
+    const r = store.getKey(key)!;
+    const id = keyIdOf(store.prefix, key);
+    const now = clock.now();
+    const today = ledger.today(id, now);
+    const t = ledger.totals(id);
+    return {
+      key_id: id, status: r.status, day: ledger.dayHour(now).day, time_zone: ledger.timeZone,
+      today: { requests: today.requests, tokens: today.tokens, failed: today.failed },
+      limits: { daily_limit: r.daily_limit, daily_token_limit: r.daily_token_limit },
+      remaining: {
+        requests: r.daily_limit ? Math.max(0, r.daily_limit - today.requests) : null,
+        tokens: r.daily_token_limit ? Math.max(0, r.daily_token_limit - today.tokens) : null,
+      },
+      reset_at: new Date(ledger.nextDayStart(now)).toISOString(),
+      totals: { requests: t.requests, tokens: t.tokens, failed: t.failed, last_used: t.last_used ? new Date(t.last_used).toISOString() : null },
+    };
+  }
+
   /** A person's keys (live ones; revoked keys keep their history in the stats) and totals. */
   myKeys(email: string): { email: string; name: string; keys: KeyView[]; totals: { requests: number; tokens: number; today_requests: number; today_tokens: number } } {
     const user = this.d.store.getUser(email);

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { badRequest, forbidden, notFound } from '../errors.js';
+import { badRequest, forbidden, notFound, unauthorized } from '../errors.js';
 import { actorFromRequest, requireAdmin, requireUserOrAdmin } from './auth.js';
 import type { WebDeps } from './deps.js';
 import { email, keyRef, parseBody, registerBody } from './validate.js';
@@ -65,6 +65,18 @@ export function apiRouter(deps: WebDeps): Router {
     }
     if (!store.getUser(who)) throw notFound('No such user.');
     res.json(stats.userStats(who, Number(daysRaw)));
+  });
+
+  r.post('/api/sync-usage', async (req, res) => {
+    requireAdmin(actorFromRequest(req, deps));
+    res.json(await deps.usage.pull());
+  });
+
+  /** For a key holder: that key today against its limits, and its totals. */
+  r.get('/usage', (req, res) => {
+    const actor = actorFromRequest(req, deps);
+    if (actor.kind !== 'user') throw unauthorized('Present your key as Authorization: Bearer <key>.');
+    res.json(stats.keyUsage(actor.key));
   });
 
   r.get('/api/all-users-stats', (req, res) => {

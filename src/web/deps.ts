@@ -9,6 +9,7 @@ import type { AuditLog } from '../store/audit.js';
 import type { KeysStore } from '../store/keys-store.js';
 import type { StatsService } from '../usage/stats.js';
 import type { UsageLedger } from '../usage/ledger.js';
+import type { UsageService } from '../usage/service.js';
 import type { Sessions } from './session.js';
 
 /** Everything the HTTP layer is handed; tests build it with a temp data dir and a fake CLIProxyAPI. */
@@ -25,6 +26,7 @@ export interface AppDeps {
   sessionSecret: string;
   ledger: UsageLedger;
   stats: StatsService;
+  usage: UsageService;
 }
 
 /** What the HTTP layer builds on top of AppDeps (sessions are signed with SESSION_SECRET). */

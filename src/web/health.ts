@@ -6,6 +6,7 @@ export function healthRouter(deps: AppDeps): Router {
   const r = Router();
   r.get('/healthz', (_req, res) => {
     const s = deps.cliproxy.status();
+    const u = deps.usage.status();
     const last = deps.reconciler.last;
     res.json({
       status: 'ok',
@@ -14,11 +15,12 @@ export function healthRouter(deps: AppDeps): Router {
         authenticated: s.authenticated,
         generation: s.generation,
         version: s.version,
-        last_usage_at: null,
+        last_usage_at: u.last_usage_at,
         error: s.error,
         error_code: s.error_code,
         paused_until: s.paused_until,
       },
+      usage: u,
       reconcile: last && { at: last.at, ok: last.ok, was_empty: last.was_empty },
     });
   });

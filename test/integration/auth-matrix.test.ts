@@ -50,6 +50,14 @@ const MATRIX: Record<string, Row> = {
     via: 'api', request: async () => ({ path: '/api/all-users-stats' }),
     expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 200 },
   },
+  'POST /api/sync-usage': {
+    via: 'api', request: async () => ({ path: '/api/sync-usage', body: {} }),
+    expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 200 },
+  },
+  'GET /usage': {
+    via: 'api', request: async () => ({ path: '/usage' }),
+    expect: { none: 401, wrong: 401, other: 200, revoked: 401, own: 200, admin: 401 },
+  },
   'POST /admin/pool': {
     via: 'api', request: async () => ({ path: '/admin/pool', body: { count: 1 } }),
     expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 201 },

@@ -41,6 +41,14 @@ export class FakeCliproxy {
   readonly served = new Map<string, number>();
   /** When set, the next management write answers 500 after changing memory (as CLIProxyAPI does on a failed save). */
   failNextSave = false;
+  /** The v7 usage queue (CLIPROXY.md §5.2): records with their enqueue time; popping is destructive. */
+  readonly queue: { at: number; json: string }[] = [];
+  /** redis-usage-queue-retention-seconds (default 60). */
+  retentionSeconds = 60;
+  /** The server's UTC offset for record timestamps, in minutes (CLIProxyAPI writes local time). */
+  offsetMinutes = 480;
+  /** Every record ever produced, for tests to compare against. */
+  readonly produced: Record<string, unknown>[] = [];
   port = 0;
   private server: http.Server | null = null;
   private readonly sockets = new Set<Socket>();
@@ -135,6 +143,7 @@ export class FakeCliproxy {
     }
     this.failures.delete(ip);
 
+    if (url.pathname === '/v0/management/usage-queue' && req.method === 'GET') return this.popQueue(url, (st, p) => { record(st); json(res, st, p); });
     if (url.pathname !== '/v0/management/api-keys') { record(404); res.writeHead(404).end('404 page not found'); return; }
     const done = (status: number, payload: unknown) => { record(status); json(res, status, payload); };
     switch (req.method) {
@@ -198,6 +207,45 @@ export class FakeCliproxy {
     this.live = new Set((this.apiKeys ?? []).map((k) => k.trim()).filter(Boolean));
   }
 
+  /** One upstream attempt's record, in the v7.2.140 shape (CLIPROXY.md §5.5), queued for the portal. */
+  recordUsage(o: { apiKey: string; alias: string; input: number; output: number; failed: boolean; at?: number; cached?: number }): void {
+    const at = o.at ?? this.now();
+    const cached = o.cached ?? 0;
+    const total = o.failed ? 0 : o.input + o.output;
+    const input = o.failed ? 0 : o.input;
+    const output = o.failed ? 0 : o.output;
+    const rec = {
+      timestamp: localTimestamp(at, this.offsetMinutes), latency_ms: 733, ttft_ms: 118, source: 'upstream-dummy-key',
+      auth_index: '3c9d0a1be4f27a55', client_ip: '127.0.0.1', x_forwarded_for: '', user_agent: 'portal-test/1.0',
+      tokens: { input_tokens: input, output_tokens: output, reasoning_tokens: 0, cached_tokens: cached, cache_read_tokens: cached,
+        cache_read_tokens_present: true, cache_creation_tokens: 0, total_tokens: total },
+      failed: o.failed, generate: true,
+      fail: o.failed ? { status_code: 500, body: 'upstream failed' } : { status_code: 200, body: '' },
+      accounting_version: 2,
+      token_breakdown: { schema_version: 2, quality: 'complete', total_tokens: total,
+        input: { total_tokens: input, uncached_tokens: input - cached, cache_read_tokens: cached, cache_write_tokens: 0 },
+        output: { total_tokens: output, non_reasoning_tokens: output, reasoning_tokens: 0 }, unclassified_tokens: 0 },
+      provider: 'openai-compatible-fake', executor_type: 'OpenAICompatExecutor', model: o.alias === 'fake-chat' ? 'fake-model-1' : o.alias,
+      alias: o.alias, endpoint: 'POST /v1/chat/completions', auth_type: 'apikey', api_key: o.apiKey,
+      request_id: Math.floor(Math.random() * 2 ** 32).toString(16).padStart(8, '0'), reasoning_effort: '', service_tier: 'auto',
+    };
+    this.produced.push(rec);
+    this.queue.push({ at: this.now(), json: JSON.stringify(rec) });
+  }
+
+  private pruneQueue(): void {
+    const cutoff = this.now() - this.retentionSeconds * 1000;
+    while (this.queue.length && this.queue[0]!.at < cutoff) this.queue.shift();
+  }
+
+  /** GET /v0/management/usage-queue?count=N: oldest first; a bad count pops nothing (the probe). */
+  private popQueue(url: URL, done: (status: number, payload: unknown) => void): void {
+    const raw = url.searchParams.get('count') ?? '1';
+    if (!/^\d+$/.test(raw) || Number(raw) <= 0) return done(400, { error: 'count must be a positive integer' });
+    this.pruneQueue();
+    done(200, this.queue.splice(0, Number(raw)).map((e) => JSON.parse(e.json)));
+  }
+
   /** The key CLIProxyAPI would authenticate a request as, or an error answer. */
   private authenticate(req: IncomingMessage, url: URL): { key: string } | { status: number; error: string } {
     if (this.live.size === 0) return { key: '' }; // no keys configured: authentication is off
@@ -220,15 +268,29 @@ export class FakeCliproxy {
     if (url.pathname === '/v1/chat/completions' && req.method === 'POST') {
       let model = 'fake-chat';
       try { model = (JSON.parse(body) as { model?: string }).model ?? model; } catch { /* keep default */ }
+      // Tests steer the upstream with headers: its token counts, or a failure.
+      const input = Number(req.headers['x-fake-input-tokens'] ?? 42);
+      const output = Number(req.headers['x-fake-output-tokens'] ?? 17);
+      const fail = req.headers['x-fake-fail'] === '1';
+      this.recordUsage({ apiKey: auth.key, alias: model, input, output, failed: fail });
+      if (fail) return json(res, 500, { error: { message: 'upstream failed', type: 'server_error' } });
       this.served.set(auth.key, (this.served.get(auth.key) ?? 0) + 1);
       return json(res, 200, {
         id: 'chatcmpl-fake', object: 'chat.completion', created: Math.floor(this.now() / 1000), model,
         choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
-        usage: { prompt_tokens: 42, completion_tokens: 17, total_tokens: 59 },
+        usage: { prompt_tokens: input, completion_tokens: output, total_tokens: input + output },
       });
     }
     json(res, 404, { error: 'not found' });
   }
+}
+
+/** RFC3339 with nanoseconds and the server's offset, as CLIProxyAPI writes timestamps. */
+export function localTimestamp(ms: number, offsetMinutes: number): string {
+  const local = new Date(ms + offsetMinutes * 60_000).toISOString().replace('Z', '');
+  const sign = offsetMinutes >= 0 ? '+' : '-';
+  const abs = Math.abs(offsetMinutes);
+  return `${local}913205${sign}${String(Math.floor(abs / 60)).padStart(2, '0')}:${String(abs % 60).padStart(2, '0')}`;
 }
 
 function json(res: ServerResponse, status: number, payload: unknown): void {

@@ -1,0 +1,38 @@
+import { CliproxyError } from './errors.js';
+import type { ManagementClient } from './management.js';
+
+/** What the usage-queue endpoint says about this CLIProxyAPI (CLIPROXY.md §6, steps 1-2). */
+export type QueueProbe = 'queue' | 'snapshot' | 'resp-only';
+
+/**
+ * Probes without popping: count=0 is refused with 400 by a CLIProxyAPI that has the HTTP queue
+ * (v6.10.8+); 404 means an older one, where GET /usage tells the first generation from v6.10.0-7.
+ */
+export async function probeUsage(client: ManagementClient): Promise<QueueProbe> {
+  const q = await client.request('GET', '/usage-queue', { params: { count: 0 }, accept: [400, 404] });
+  if (q.status === 400) return 'queue';
+  if (q.status !== 404) throw new CliproxyError(`unexpected answer ${q.status} to the usage-queue probe`, q.status);
+  const u = await client.request<{ usage?: unknown }>('GET', '/usage', { accept: [404] });
+  return u.status === 200 && u.data && typeof u.data === 'object' && 'usage' in u.data ? 'snapshot' : 'resp-only';
+}
+
+/**
+ * Pops everything waiting in the v7 queue: `GET /usage-queue?count=N` until it answers fewer than N.
+ * Popping is destructive, so each batch goes to `sink` (which writes it to disk) before the next pop.
+ * Returns how many of the popped records were usage records (refresh payloads are not).
+ */
+export async function drainQueue(client: ManagementClient, sink: (records: unknown[]) => Promise<number>,
+  batch = 500, maxBatches = 200): Promise<number> {
+  let counted = 0;
+  for (let i = 0; i < maxBatches; i++) {
+    const res = await client.request<unknown>('GET', '/usage-queue', { params: { count: batch } });
+    const records = Array.isArray(res.data) ? res.data.map((r) => (typeof r === 'string' ? safeParse(r) : r)) : [];
+    if (records.length) counted += await sink(records);
+    if (records.length < batch) break;
+  }
+  return counted;
+}
+
+function safeParse(s: string): unknown {
+  try { return JSON.parse(s); } catch { return null; }
+}

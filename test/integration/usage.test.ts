@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { ADMIN, call, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+
+/** A chat completion through the fake with chosen token counts (or a failure). */
+async function use(t: TestPortal, key: string, o: { model?: string; input?: number; output?: number; fail?: boolean } = {}): Promise<number> {
+  const res = await fetch(`${t.fake.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: {
+      Authorization: `Bearer ${key}`, 'Content-Type': 'application/json',
+      'x-fake-input-tokens': String(o.input ?? 42), 'x-fake-output-tokens': String(o.output ?? 17), 'x-fake-fail': o.fail ? '1' : '0',
+    },
+    body: JSON.stringify({ model: o.model ?? 'fake-chat', messages: [] }),
+  });
+  await res.text();
+  return res.status;
+}
+
+const sync = async (t: TestPortal) => (await call(t.url, 'POST', '/api/sync-usage', { token: ADMIN })).body;
+
+describe('usage from the v7 queue', () => {
+  it('counts exactly what was sent, per user, key, day, hour and model; failures are not requests', async () => {
+    const t = await startTestPortal({ env: { TIMEZONE: 'Asia/Shanghai' } });
+    try {
+      const reg = async (email: string, token?: string) => (await call(t.url, 'POST', '/api/register-key', { body: { email }, token })).body;
+      const a1 = await reg('a@x.cn');
+      const a2 = await reg('a@x.cn', a1.key);
+      const b = await reg('b@x.cn');
+      await waitFor(async () => (await use(t, b.key)) === 200, 'keys live'); // 1 request for b (59 tokens)
+      const plan: [string, { model?: string; input?: number; output?: number; fail?: boolean }, number][] = [
+        [a1.key, { input: 100, output: 50 }, 7], [a2.key, { model: 'fake-pro', input: 10, output: 5 }, 5],
+        [a1.key, { fail: true }, 3], [b.key, { model: 'fake-pro', input: 1, output: 1 }, 4],
+      ];
+      for (const [key, o, n] of plan) for (let i = 0; i < n; i++) await use(t, key, o);
+      await use(t, 'sk-operator-own-key'); // the operator's own key: not the portal's
+
+      const pulled = await sync(t);
+      assert.equal(pulled.source, 'queue');
+      assert.equal(pulled.ingested, 1 + 7 + 5 + 3 + 4 + 1);
+      assert.equal(t.fake.queue.length, 0, 'the queue was drained');
+
+      const aStats = (await call(t.url, 'GET', '/api/user-stats/a%40x.cn', { token: a1.key })).body;
+      assert.equal(aStats.totals.requests, 12);
+      assert.equal(aStats.totals.failed, 3);
+      assert.equal(aStats.totals.tokens, 7 * 150 + 5 * 15);
+      assert.deepEqual(aStats.by_model.map((m: any) => [m.model, m.requests, m.tokens]), [['fake-model-1', 7, 1050], ['fake-pro', 5, 75]]);
+      const today = aStats.by_day.at(-1);
+      assert.equal(today.requests, 12);
+      assert.equal(aStats.by_day.reduce((s: number, d: any) => s + d.requests, 0), 12);
+      assert.equal(aStats.by_hour.reduce((s: number, h: any) => s + h.requests, 0), 12);
+      const perKey = Object.fromEntries(aStats.keys.map((k: any) => [k.key_id, k.totals.requests]));
+      assert.deepEqual(perKey, { [a1.key_id]: 7, [a2.key_id]: 5 });
+
+      const mine = (await call(t.url, 'GET', '/usage', { token: a2.key })).body;
+      assert.equal(mine.today.requests, 5);
+      assert.equal(mine.today.tokens, 75);
+      assert.equal(mine.remaining.requests, null, 'no limit');
+      assert.equal(mine.time_zone, 'Asia/Shanghai');
+      assert.ok(Date.parse(mine.reset_at) > Date.now());
+
+      const board = (await call(t.url, 'GET', '/api/all-users-stats', { token: ADMIN })).body;
+      assert.deepEqual(board.users.map((u: any) => [u.email, u.total_requests, u.total_tokens]), [['a@x.cn', 12, 1125], ['b@x.cn', 5, 67]]);
+      assert.equal(board.summary.total_requests, 17, 'the operator’s own key is not a person');
+      assert.equal(board.users[0].share, Math.round((1125 / 1192) * 10000) / 10000);
+      assert.equal(t.portal.ledger.unmanagedIds().length, 1, 'its usage sits in the unmanaged bucket');
+
+      const health = (await call(t.url, 'GET', '/healthz')).body;
+      assert.equal(health.cliproxy.generation, 'queue');
+      assert.ok(health.cliproxy.last_usage_at);
+      assert.equal(health.usage.ingested_total, 21);
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it('ignores refresh payloads, keeps no key or upstream credential on disk, and survives a restart without double counting', async () => {
+    const t = await startTestPortal({ keepDataDir: true });
+    const dataDir = t.dataDir;
+    let key: string;
+    try {
+      key = (await call(t.url, 'POST', '/api/register-key', { body: { email: 'c@x.cn' } })).body.key;
+      await waitFor(async () => (await use(t, key)) === 200, 'key live');
+      for (let i = 0; i < 9; i++) await use(t, key);
+      t.fake.queue.push({ at: Date.now(), json: '{"support_refresh":true}' }, { at: Date.now(), json: '{"refresh":true}' });
+      assert.equal((await sync(t)).ingested, 10);
+      await t.portal.jobs.runNow('usage-checkpoint');
+      for (let i = 0; i < 5; i++) await use(t, key); // counted after the checkpoint: only in the event log
+      assert.equal((await sync(t)).ingested, 5);
+      const files = readdirSync(path.join(dataDir, 'usage'));
+      const text = files.map((f) => readFileSync(path.join(dataDir, 'usage', f), 'utf8')).join('');
+      assert.equal(text.trim().split('\n').length, 15);
+      assert.ok(!text.includes(key.slice(14)) && !text.includes('upstream-dummy-key'), 'no key, no source');
+    } finally {
+      await t.portal.stop(); // a clean stop checkpoints; the crash test covers kill -9
+      await t.fake.stop();
+    }
+    // Restarted on the same data: the checkpoint plus the replayed tail, each record once.
+    const again = await startTestPortal({ dataDir });
+    try {
+      const stats = (await call(again.url, 'GET', '/api/user-stats/c%40x.cn', { token: ADMIN })).body;
+      assert.equal(stats.totals.requests, 15);
+    } finally {
+      await again.stop();
+    }
+  });
+});
