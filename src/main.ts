@@ -90,6 +90,7 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     const ingestor = await Ingestor.open({ dataDir: config.DATA_DIR, store, ledger, log, clock });
     cleanups.push(() => ingestor.close());
     const usage = new UsageService({ config, cliproxy, ingestor, log, clock });
+    cleanups.push(() => usage.stop());
     jobs.add({ name: 'usage', schedule: config.USAGE_CRON, run: () => usage.pull() });
     jobs.add({ name: 'usage-checkpoint', schedule: '*/30 * * * * *', run: () => ingestor.checkpoint() });
     jobs.add({ name: 'usage-retention', schedule: '17 3 * * *', run: () => ingestor.removeOldEvents(config.USAGE_EVENTS_RETENTION_DAYS) });
@@ -107,6 +108,9 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     }
     if (!opts.noSchedules) jobs.start();
     const ready = jobs.runNow('reconcile');
+    // The usage source is picked (and subscribed) after the first reconcile has answered: a wrong
+    // management key then costs one failed login, not one per parallel first call.
+    void ready.then(() => jobs.runNow('usage'));
     const url = `http://${config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST}:${port}`;
     log.info({ module: 'main', port, pool: store.poolStatus() }, `key-portal listening on ${url}`);
 

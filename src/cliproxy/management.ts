@@ -121,12 +121,7 @@ export class ManagementClient {
    */
   async request<T = unknown>(method: Method, path: string,
     o: { data?: unknown; params?: Record<string, string | number>; accept?: number[] } = {}): Promise<RawResponse<T>> {
-    if (!this.opts.managementKey) throw new ManagementKeyMissing('CLIPROXY_MANAGEMENT_KEY is not set');
-    const now = this.opts.clock.now();
-    if (this.pausedUntil > now && this.pauseCause) {
-      throw new ManagementPaused(`management calls paused until ${new Date(this.pausedUntil).toISOString()}: ${this.pauseCause.message}`,
-        this.pausedUntil, this.pauseCause);
-    }
+    this.checkGate();
     let lastError: CliproxyError = new CliproxyUnreachable('no attempt made');
     for (let attempt = 1; attempt <= this.attempts; attempt++) {
       if (attempt > 1) await sleep(this.retryDelayMs * 3 ** (attempt - 2) * (0.75 + Math.random() / 2));
@@ -156,6 +151,23 @@ export class ManagementClient {
     }
     throw lastError;
   }
+
+  /** Throws ManagementPaused while calls are paused (RESP uses the same gate: the ban is shared). */
+  checkGate(): void {
+    if (!this.opts.managementKey) throw new ManagementKeyMissing('CLIPROXY_MANAGEMENT_KEY is not set');
+    if (this.pausedUntil > this.opts.clock.now() && this.pauseCause) {
+      throw new ManagementPaused(`management calls paused until ${new Date(this.pausedUntil).toISOString()}: ${this.pauseCause.message}`,
+        this.pausedUntil, this.pauseCause);
+    }
+  }
+
+  /** A RESP AUTH refusal counts like an HTTP one: it pauses every management call. */
+  respRejected(message: string): CliproxyError {
+    const status = /invalid|missing/i.test(message) ? 401 : 403;
+    return this.rejected(status, message);
+  }
+
+  get key(): string { return this.opts.managementKey ?? ''; }
 
   private rejected(status: number, message: string): CliproxyError {
     const now = this.opts.clock.now();

@@ -1,13 +1,15 @@
 import { CliproxyError } from '../cliproxy/errors.js';
 import { errorCode, type ManagementClient } from '../cliproxy/management.js';
 import { drainQueue, probeUsage } from '../cliproxy/usage-queue.js';
+import { UsageSubscription } from '../cliproxy/usage-subscribe.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Ingestor } from './ingest.js';
 
 export interface UsageStatus {
-  source: string | null;
+  source: 'subscribe' | 'queue' | null;
+  subscribed: boolean;
   last_usage_at: string | null;
   last_pull_at: string | null;
   lag_ms: number | null;
@@ -16,65 +18,96 @@ export interface UsageStatus {
 }
 
 /**
- * Chooses where usage comes from (USAGE_SOURCE, or the probe with `auto`) and pulls it. This version
- * reads the HTTP queue of CLIProxyAPI v6.10.8+ / v7; the RESP subscription and the first generation's
- * snapshot are reported as not available yet rather than guessed at.
+ * Where usage comes from (USAGE_SOURCE; `auto` probes as CLIPROXY.md §6 says and takes the best the
+ * server offers): `subscribe` — pushed over RESP, with the queue drained after every (re)connect;
+ * `queue` — popped from the HTTP queue on USAGE_CRON. The first generation's snapshot (≤ v6.9.49) is
+ * reported as not read yet rather than guessed at.
  */
 export class UsageService {
-  private source: 'queue' | null = null;
+  private mode: 'subscribe' | 'queue' | null = null;
+  private subscription: UsageSubscription | null = null;
   private error: string | null = null;
   private lastPullAt: number | null = null;
+  private choosing: Promise<void> | null = null;
 
   constructor(private readonly d: { config: Config; cliproxy: ManagementClient; ingestor: Ingestor; log: Logger; clock: Clock }) {}
 
-  private async chooseSource(): Promise<'queue' | null> {
-    if (this.source) return this.source;
+  private drain = () => drainQueue(this.d.cliproxy, (records) => this.d.ingestor.ingest(records));
+
+  private async choose(): Promise<void> {
     const wanted = this.d.config.USAGE_SOURCE;
-    if (wanted === 'subscribe' || wanted === 'snapshot') {
-      this.error = `USAGE_SOURCE=${wanted} is not available in this version of key-portal; use queue or auto`;
-      return null;
+    if (wanted === 'snapshot') {
+      this.error = 'USAGE_SOURCE=snapshot (CLIProxyAPI ≤ v6.9.49) is not read by this version of key-portal yet';
+      return;
     }
-    const probe = wanted === 'queue' ? 'queue' : await probeUsage(this.d.cliproxy);
-    if (probe !== 'queue') {
-      this.error = probe === 'snapshot'
-        ? 'this CLIProxyAPI (≤ v6.9.49) only has the first-generation usage snapshot, which this version does not read yet'
-        : 'this CLIProxyAPI (v6.10.0-v6.10.7) offers usage only over RESP, which this version does not read yet';
-      this.d.cliproxy.setGeneration(probe === 'snapshot' ? 'v6-snapshot' : 'v6.10-resp');
-      return null;
+    if (wanted !== 'queue') {
+      const probe = wanted === 'subscribe' ? 'queue' : await probeUsage(this.d.cliproxy);
+      if (probe !== 'queue') {
+        this.d.cliproxy.setGeneration(probe === 'snapshot' ? 'v6-snapshot' : 'v6.10-resp');
+        this.error = probe === 'snapshot'
+          ? 'this CLIProxyAPI (≤ v6.9.49) only has the first-generation usage snapshot, which this version does not read yet'
+          : 'this CLIProxyAPI (v6.10.0-v6.10.7) offers usage only over RESP LPOP, which this version does not read yet';
+        return;
+      }
+      this.mode = 'subscribe';
+      this.d.cliproxy.setGeneration('queue+subscribe');
+      this.subscription = new UsageSubscription({
+        client: this.d.cliproxy, baseUrl: this.d.config.CLIPROXY_URL, log: this.d.log,
+        ingest: (records) => this.d.ingestor.ingest(records), drain: this.drain,
+        onUnsupported: (reason) => {
+          this.d.log.warn({ module: 'usage' }, `${reason}; polling the usage queue instead`);
+          this.mode = 'queue';
+          this.d.cliproxy.setGeneration('queue');
+        },
+      });
+      this.subscription.start();
+      return;
     }
+    this.mode = 'queue';
     this.d.cliproxy.setGeneration('queue');
     this.d.log.info({ module: 'usage' }, 'reading usage from CLIProxyAPI’s usage queue (HTTP)');
-    return (this.source = 'queue');
   }
 
-  /** Pulls what is waiting now; returns how many records were ingested. Errors are kept for /healthz. */
-  async pull(): Promise<{ ingested: number; source: string | null; duration_ms: number }> {
-    const started = this.d.clock.now();
+  /**
+   * The USAGE_CRON job, and POST /api/sync-usage (`force`): picks the source once, then pops the queue
+   * unless a subscription is live (records then go to it, not to the queue).
+   */
+  async pull(o: { force?: boolean } = {}): Promise<{ ingested: number; source: string | null; duration_ms: number }> {
     const t0 = performance.now();
     let ingested = 0;
     try {
-      const source = await this.chooseSource();
-      if (source === 'queue') {
-        ingested = await drainQueue(this.d.cliproxy, (records) => this.d.ingestor.ingest(records));
-        this.error = null;
+      if (!this.mode && !this.choosing) this.choosing = this.choose().finally(() => { this.choosing = null; });
+      await this.choosing;
+      const sub = this.subscription;
+      const subscriptionIdle = !!sub && !sub.connected && !sub.connecting;
+      if (this.mode === 'queue' || (this.mode === 'subscribe' && (o.force || subscriptionIdle))) {
+        ingested = await this.drain();
+        if (this.mode === 'queue') this.error = null;
       }
-      this.lastPullAt = started;
+      if (o.force) await this.subscription?.settled();
+      this.lastPullAt = this.d.clock.now();
     } catch (err) {
       if (!(err instanceof CliproxyError)) throw err;
       this.error = `${errorCode(err)}: ${err.message}`;
     }
-    return { ingested, source: this.source, duration_ms: Math.round(performance.now() - t0) };
+    return { ingested, source: this.mode, duration_ms: Math.round(performance.now() - t0) };
   }
+
+  /** Resolves once every record received by the subscription so far counts. */
+  async settled(): Promise<void> { await this.subscription?.settled(); }
 
   status(): UsageStatus {
     const { ingestor } = this.d;
     return {
-      source: this.source,
+      source: this.mode,
+      subscribed: this.subscription?.connected ?? false,
       last_usage_at: ingestor.lastRecordAt ? new Date(ingestor.lastRecordAt).toISOString() : null,
       last_pull_at: this.lastPullAt ? new Date(this.lastPullAt).toISOString() : null,
       lag_ms: ingestor.lastRecordAt && ingestor.lastIngestAt ? Math.max(0, ingestor.lastIngestAt - ingestor.lastRecordAt) : null,
       ingested_total: ingestor.total,
-      error: this.error ?? ingestor.lastError,
+      error: this.error ?? this.subscription?.error ?? ingestor.lastError,
     };
   }
+
+  stop(): void { this.subscription?.stop(); }
 }

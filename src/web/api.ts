@@ -69,7 +69,7 @@ export function apiRouter(deps: WebDeps): Router {
 
   r.post('/api/sync-usage', async (req, res) => {
     requireAdmin(actorFromRequest(req, deps));
-    res.json(await deps.usage.pull());
+    res.json(await deps.usage.pull({ force: true }));
   });
 
   /** For a key holder: that key today against its limits, and its totals. */

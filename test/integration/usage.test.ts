@@ -22,7 +22,7 @@ const sync = async (t: TestPortal) => (await call(t.url, 'POST', '/api/sync-usag
 
 describe('usage from the v7 queue', () => {
   it('counts exactly what was sent, per user, key, day, hour and model; failures are not requests', async () => {
-    const t = await startTestPortal({ env: { TIMEZONE: 'Asia/Shanghai' } });
+    const t = await startTestPortal({ env: { TIMEZONE: 'Asia/Shanghai', USAGE_SOURCE: 'queue' } });
     try {
       const reg = async (email: string, token?: string) => (await call(t.url, 'POST', '/api/register-key', { body: { email }, token })).body;
       const a1 = await reg('a@x.cn');
@@ -76,7 +76,7 @@ describe('usage from the v7 queue', () => {
   });
 
   it('ignores refresh payloads, keeps no key or upstream credential on disk, and survives a restart without double counting', async () => {
-    const t = await startTestPortal({ keepDataDir: true });
+    const t = await startTestPortal({ keepDataDir: true, env: { USAGE_SOURCE: 'queue' } });
     const dataDir = t.dataDir;
     let key: string;
     try {
@@ -97,12 +97,53 @@ describe('usage from the v7 queue', () => {
       await t.fake.stop();
     }
     // Restarted on the same data: the checkpoint plus the replayed tail, each record once.
-    const again = await startTestPortal({ dataDir });
+    const again = await startTestPortal({ dataDir, env: { USAGE_SOURCE: 'queue' } });
     try {
       const stats = (await call(again.url, 'GET', '/api/user-stats/c%40x.cn', { token: ADMIN })).body;
       assert.equal(stats.totals.requests, 15);
     } finally {
       await again.stop();
+    }
+  });
+});
+
+describe('usage pushed over RESP (SUBSCRIBE usage)', () => {
+  const requestsOf = async (t: TestPortal, email: string) =>
+    (await call(t.url, 'GET', `/api/user-stats/${encodeURIComponent(email)}`, { token: ADMIN })).body.totals.requests as number;
+
+  it('sees each request within a second, ignores refresh payloads, and recovers what a dropped subscriber missed', async () => {
+    const t = await startTestPortal({ env: { USAGE_SOURCE: 'auto' } });
+    try {
+      await waitFor(() => t.portal.usage.status().subscribed, 'the subscription');
+      assert.equal(t.portal.usage.status().source, 'subscribe');
+      const { key } = (await call(t.url, 'POST', '/api/register-key', { body: { email: 'push@x.cn' } })).body;
+      await waitFor(async () => (await use(t, key)) === 200, 'key live');
+      for (let i = 0; i < 9; i++) await use(t, key);
+      await waitFor(async () => (await requestsOf(t, 'push@x.cn')) === 10, 'pushed records to count', 1000);
+      assert.equal(t.fake.queue.length, 0, 'with a subscriber nothing is queued');
+      t.fake.editByHand((k) => [...k, 'sk-another-by-hand']); // a config reload: {"refresh":true} to subscribers
+      await new Promise((r) => setTimeout(r, 100));
+
+      t.fake.dropSubscribers(); // as CLIProxyAPI does to a subscriber 256 messages behind
+      for (let i = 0; i < 5; i++) await use(t, key); // these go to the queue
+      assert.equal(t.fake.queue.length, 5);
+      await waitFor(async () => (await requestsOf(t, 'push@x.cn')) === 15, 'the reconnect to drain the queue', 5000);
+      await waitFor(() => t.portal.usage.status().subscribed, 'the subscription again');
+      assert.equal(t.portal.usage.status().ingested_total, 15, 'refresh payloads are not usage');
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it('does not send a wrong management key over RESP again and again', async () => {
+    const t = await startTestPortal({ env: { USAGE_SOURCE: 'subscribe' }, fakeOptions: { managementKey: 'the-right-one' } });
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(t.fake.failedLogins(), 1, "one failed login, then a pause");
+      assert.equal(t.fake.bans.size, 0);
+      assert.equal(t.portal.usage.status().subscribed, false);
+    } finally {
+      await t.stop();
     }
   });
 });

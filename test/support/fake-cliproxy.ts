@@ -1,5 +1,6 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import net, { type AddressInfo, type Socket } from 'node:net';
+import { respMessage, serveResp } from './fake-resp.js';
 
 /**
  * The project's own stand-in for CLIProxyAPI, written from CLIPROXY.md (§1 management auth and the
@@ -50,7 +51,9 @@ export class FakeCliproxy {
   /** Every record ever produced, for tests to compare against. */
   readonly produced: Record<string, unknown>[] = [];
   port = 0;
-  private server: http.Server | null = null;
+  /** Connected RESP subscribers of the usage channel. */
+  readonly subscribers = new Set<Socket>();
+  private server: net.Server | null = null;
   private readonly sockets = new Set<Socket>();
   private readonly now: () => number;
   private reloadTimer: NodeJS.Timeout | null = null;
@@ -75,8 +78,26 @@ export class FakeCliproxy {
 
   /** Starts listening again on the same port (after stop(): "CLIProxyAPI is back"). */
   async listen(): Promise<void> {
-    const server = http.createServer((req, res) => { void this.handle(req, res); });
-    server.on('connection', (s) => { this.sockets.add(s); s.on('close', () => this.sockets.delete(s)); });
+    const web = http.createServer((req, res) => { void this.handle(req, res); });
+    // One port, two protocols: the first byte of a connection decides (RESP arrays start with '*').
+    const server = net.createServer((socket) => {
+      this.sockets.add(socket);
+      socket.on('close', () => this.sockets.delete(socket));
+      socket.once('data', (first: Buffer) => {
+        if (first[0] === 0x2a) {
+          serveResp(socket, first, {
+            authenticate: (ip, key) => this.respAuth(ip, key),
+            pop: (n) => { this.pruneQueue(); return this.queue.splice(0, n).map((e) => e.json); },
+            subscribers: this.subscribers,
+          });
+        } else {
+          socket.pause();
+          socket.unshift(first);
+          web.emit('connection', socket);
+          socket.resume();
+        }
+      });
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.port, '127.0.0.1', () => resolve());
@@ -93,6 +114,25 @@ export class FakeCliproxy {
     if (!server) return;
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /** RESP AUTH shares the management key, its failed-login count and its ban (CLIPROXY.md §5.4). */
+  private respAuth(ip: string, key: string): string | null {
+    const bannedUntil = this.bans.get(ip) ?? 0;
+    if (bannedUntil > this.now()) return 'IP banned due to too many failed attempts. Try again in 29m0s';
+    if (this.managementKey === null) return 'remote management disabled';
+    if (key && key === this.managementKey) { this.failures.delete(ip); return null; }
+    this.calls.push({ method: 'AUTH', path: 'resp', status: 401, at: this.now() });
+    const prev = this.failures.get(ip);
+    const n = (prev && this.now() - prev.last <= FORGET_AFTER_MS ? prev.count : 0) + 1;
+    if (n >= MAX_FAILURES) { this.bans.set(ip, this.now() + BAN_MS); this.failures.delete(ip); } else this.failures.set(ip, { count: n, last: this.now() });
+    return key ? 'invalid management key' : 'missing management key';
+  }
+
+  /** Closes every subscriber as CLIProxyAPI does to one that fell 256 messages behind; records sent meanwhile go to the queue. */
+  dropSubscribers(): void {
+    for (const s of this.subscribers) s.destroy();
+    this.subscribers.clear();
   }
 
   /** Management calls that were refused for a bad key (what counts toward the ban). */
@@ -205,6 +245,8 @@ export class FakeCliproxy {
 
   private applyNow(): void {
     this.live = new Set((this.apiKeys ?? []).map((k) => k.trim()).filter(Boolean));
+    // Every config reload tells usage subscribers to re-read state; it is not a usage record.
+    for (const s of this.subscribers) s.write(respMessage('{"refresh":true}'));
   }
 
   /** One upstream attempt's record, in the v7.2.140 shape (CLIPROXY.md §5.5), queued for the portal. */
@@ -230,7 +272,16 @@ export class FakeCliproxy {
       request_id: Math.floor(Math.random() * 2 ** 32).toString(16).padStart(8, '0'), reasoning_effort: '', service_tier: 'auto',
     };
     this.produced.push(rec);
-    this.queue.push({ at: this.now(), json: JSON.stringify(rec) });
+    this.publish(JSON.stringify(rec));
+  }
+
+  /** Subscribers get the record; only with none is it queued (v7.0.7+: never both). */
+  private publish(json: string): void {
+    if (this.subscribers.size > 0) {
+      for (const s of this.subscribers) s.write(respMessage(json));
+      return;
+    }
+    this.queue.push({ at: this.now(), json });
   }
 
   private pruneQueue(): void {
