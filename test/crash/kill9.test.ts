@@ -1,44 +1,15 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ROOT_DIR } from '../../src/app.js';
 import { silentLogger } from '../../src/log.js';
 import { KeysStore } from '../../src/store/keys-store.js';
-import { readLock } from '../../src/store/lock.js';
 import { FakeCliproxy } from '../support/fake-cliproxy.js';
-import { ADMIN, MANAGEMENT_KEY, call, tempDir, waitFor } from '../support/harness.js';
+import { MANAGEMENT_KEY, call, tempDir } from '../support/harness.js';
+import { killHard, spawnPortal } from '../support/spawn.js';
 import { designInvariantViolations, strictInvariantViolations } from '../support/invariants.js';
-
-/** Starts the real portal as a child process, as `npm start` would, and waits until it listens. */
-export async function spawnPortal(dataDir: string, env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [path.join(ROOT_DIR, 'bin/key-portal'), 'start'], {
-    env: {
-      PATH: process.env.PATH, HOST: '127.0.0.1', PORT: '0', DATA_DIR: dataDir, ADMIN_TOKEN: ADMIN,
-      REGISTER_RATE_LIMIT: '0', LOG_LEVEL: 'warn', LOG_FILE: '', ...env,
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d) => { stderr += d; });
-  let port: number | null = null;
-  await waitFor(() => {
-    if (child.exitCode !== null) throw new Error(`portal exited: ${stderr}`);
-    const lock = readLock(dataDir);
-    port = lock && lock.pid === child.pid ? lock.port : null;
-    return port !== null;
-  }, 'the portal to listen', 15_000);
-  return { child, url: `http://127.0.0.1:${port}` };
-}
-
-function killHard(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once('exit', () => resolve());
-    child.kill('SIGKILL');
-  });
-}
 
 describe('kill -9 in the middle of a registration storm', () => {
   let fake: FakeCliproxy;

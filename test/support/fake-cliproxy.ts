@@ -50,6 +50,8 @@ export class FakeCliproxy {
   offsetMinutes = 480;
   /** Every record ever produced, for tests to compare against. */
   readonly produced: Record<string, unknown>[] = [];
+  /** request_id → when the record left the fake (popped or pushed): popping and pushing are at-most-once. */
+  readonly handedOut = new Map<string, number>();
   port = 0;
   /** Connected RESP subscribers of the usage channel. */
   readonly subscribers = new Set<Socket>();
@@ -87,7 +89,7 @@ export class FakeCliproxy {
         if (first[0] === 0x2a) {
           serveResp(socket, first, {
             authenticate: (ip, key) => this.respAuth(ip, key),
-            pop: (n) => { this.pruneQueue(); return this.queue.splice(0, n).map((e) => e.json); },
+            pop: (n) => { this.pruneQueue(); const out = this.queue.splice(0, n).map((e) => e.json); this.noteHandedOut(out); return out; },
             subscribers: this.subscribers,
           });
         } else {
@@ -279,6 +281,7 @@ export class FakeCliproxy {
   private publish(json: string): void {
     if (this.subscribers.size > 0) {
       for (const s of this.subscribers) s.write(respMessage(json));
+      this.noteHandedOut([json]);
       return;
     }
     this.queue.push({ at: this.now(), json });
@@ -294,7 +297,16 @@ export class FakeCliproxy {
     const raw = url.searchParams.get('count') ?? '1';
     if (!/^\d+$/.test(raw) || Number(raw) <= 0) return done(400, { error: 'count must be a positive integer' });
     this.pruneQueue();
-    done(200, this.queue.splice(0, Number(raw)).map((e) => JSON.parse(e.json)));
+    const popped = this.queue.splice(0, Number(raw)).map((e) => e.json);
+    this.noteHandedOut(popped);
+    done(200, popped.map((j) => JSON.parse(j)));
+  }
+
+  private noteHandedOut(jsons: string[]): void {
+    for (const j of jsons) {
+      const id = (JSON.parse(j) as { request_id?: string }).request_id;
+      if (id) this.handedOut.set(id, this.now());
+    }
   }
 
   /** The key CLIProxyAPI would authenticate a request as, or an error answer. */
