@@ -2,11 +2,13 @@
 import os from 'node:os';
 import { benchMemory } from './memory.js';
 import { benchRegistrations } from './registrations.js';
+import { benchUsage } from './usage.js';
 
 const only = process.argv[2];
 const benches: [string, () => Promise<void>][] = [
   ['registrations', benchRegistrations],
   ['memory', benchMemory],
+  ['usage', benchUsage],
 ];
 
 console.log(`key-portal benchmarks — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`);
