@@ -114,6 +114,16 @@ export class UsageLedger {
     return { by_day, by_hour, by_model };
   }
 
+  /** Every (day, model) bucket of one key within the last `days` days, oldest first (CSV export). */
+  *dayRows(keyId: string, days: number, now: number): IterableIterator<{ day: string; model: string } & Counts> {
+    const first = this.dayHour(now - (days - 1) * 86_400_000).day;
+    const u = this.keys.get(keyId);
+    if (!u) return;
+    for (const day of [...u.days.keys()].filter((d) => d >= first).sort()) {
+      for (const [model, c] of u.days.get(day)!) yield { day, model, ...c };
+    }
+  }
+
   /** Drops hourly buckets older than HOURLY_RETENTION_DAYS (daily ones are kept). */
   pruneHours(now: number): void {
     const oldest = this.dayHour(now - this.hourlyRetentionDays * 86_400_000).hour;

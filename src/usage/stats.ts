@@ -99,6 +99,38 @@ export class StatsService {
     return { email, name: store.getUser(email)?.name ?? '', days, totals, ...series, keys: keys.map((k) => this.keyView(k)) };
   }
 
+  /** Usage of keys the portal does not manage (hash ids; '' = CLIProxyAPI with auth off). */
+  unmanaged(): { keys: { id: string; requests: number; tokens: number; failed: number; last_used: string | null }[]; total_requests: number; total_tokens: number } {
+    const keys = this.d.ledger.unmanagedIds().map((id) => {
+      const t = this.d.ledger.totals(id);
+      return { id, requests: t.requests, tokens: t.tokens, failed: t.failed, last_used: t.last_used ? new Date(t.last_used).toISOString() : null };
+    }).sort((a, b) => b.tokens - a.tokens);
+    return { keys, total_requests: keys.reduce((s, k) => s + k.requests, 0), total_tokens: keys.reduce((s, k) => s + k.tokens, 0) };
+  }
+
+  /**
+   * CSV by day and model: one person's keys, or everyone's. Cells that a spreadsheet would run as a
+   * formula (= + - @) are quoted as text.
+   */
+  *csv(emails: string[] | null, days: number): IterableIterator<string> {
+    const { store, ledger, clock } = this.d;
+    const now = clock.now();
+    const cell = (v: string | number) => {
+      let s = String(v);
+      if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
+      return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+    };
+    yield 'date,email,key_id,model,requests,failed,tokens,input_tokens,output_tokens,reasoning_tokens,cached_tokens\n';
+    const wanted = emails ? new Set(emails) : null;
+    for (const [k, r] of store.entries()) {
+      if (!r.email || (wanted && !wanted.has(r.email))) continue;
+      const id = keyIdOf(store.prefix, k);
+      for (const row of ledger.dayRows(id, days, now)) {
+        yield [row.day, r.email, id, row.model, row.requests, row.failed, row.tokens, row.input, row.output, row.reasoning, row.cached].map(cell).join(',') + '\n';
+      }
+    }
+  }
+
   /** The leaderboard: everyone by tokens, with their share; cached for STATS_TTL_MS. */
   allUsers(): { users: UserRow[]; summary: { total_users: number; total_requests: number; total_tokens: number; total_keys: number } } {
     const now = this.d.clock.now();

@@ -57,7 +57,9 @@ export function adminPagesRouter(deps: WebDeps): Router {
   r.get('/admin/users', adminOnly, (req, res) => {
     const s = deps.cliproxy.status();
     const cliproxyLine = s.error ?? (s.reachable ? t(req)('admin.cliproxy.ok', { version: s.version ?? '?' }) : t(req)('admin.cliproxy.unknown'));
-    renderPage(deps, req, res, 'admin-users', { title: t(req)('admin.users.title'), area: 'admin', nav: 'users', all: stats.allUsers(), cliproxyLine });
+    renderPage(deps, req, res, 'admin-users', {
+      title: t(req)('admin.users.title'), area: 'admin', nav: 'users', all: stats.allUsers(), unmanaged: stats.unmanaged(), cliproxyLine,
+    });
   });
 
   r.get('/admin/users/:email', adminOnly, (req, res, next) => {

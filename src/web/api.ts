@@ -5,6 +5,14 @@ import { actorFromRequest, requireAdmin, requireUserOrAdmin } from './auth.js';
 import type { WebDeps } from './deps.js';
 import { email, keyRef, parseBody, registerBody } from './validate.js';
 
+function parseDays(raw: unknown, fallback: number): number {
+  const v = raw ?? String(fallback);
+  if (typeof v !== 'string' || !/^\d{1,3}$/.test(v) || Number(v) < 1 || Number(v) > 366) {
+    throw badRequest('invalid_field', 'days must be a whole number from 1 to 366.');
+  }
+  return Number(v);
+}
+
 /** The user-facing JSON API (paths of the original tool). */
 export function apiRouter(deps: WebDeps): Router {
   const r = Router();
@@ -59,12 +67,9 @@ export function apiRouter(deps: WebDeps): Router {
     requireUserOrAdmin(actor);
     const who = String(req.params.email).trim().toLowerCase();
     if (actor.kind !== 'admin' && !(actor.kind === 'user' && actor.email === who)) throw forbidden('You may see only your own statistics.');
-    const daysRaw = req.query.days ?? '30';
-    if (typeof daysRaw !== 'string' || !/^\d{1,3}$/.test(daysRaw) || Number(daysRaw) < 1 || Number(daysRaw) > 366) {
-      throw badRequest('invalid_field', 'days must be a whole number from 1 to 366.');
-    }
+    const days = parseDays(req.query.days, 30);
     if (!store.getUser(who)) throw notFound('No such user.');
-    res.json(stats.userStats(who, Number(daysRaw)));
+    res.json(stats.userStats(who, days));
   });
 
   r.post('/api/sync-usage', async (req, res) => {
@@ -81,7 +86,20 @@ export function apiRouter(deps: WebDeps): Router {
 
   r.get('/api/all-users-stats', (req, res) => {
     requireAdmin(actorFromRequest(req, deps));
-    res.json(stats.allUsers());
+    res.json({ ...stats.allUsers(), unmanaged: stats.unmanaged() });
+  });
+
+  /** CSV by day and model: a key holder gets their own usage; an admin everyone's (or ?email=). */
+  r.get('/api/usage.csv', (req, res) => {
+    const actor = actorFromRequest(req, deps);
+    requireUserOrAdmin(actor);
+    const days = parseDays(req.query.days, 90);
+    let emails: string[] | null = actor.kind === 'user' ? [actor.email] : null;
+    if (actor.kind === 'admin' && typeof req.query.email === 'string') emails = [req.query.email.trim().toLowerCase()];
+    res.type('text/csv; charset=utf-8');
+    res.attachment(`usage-${emails?.length === 1 ? emails[0]!.replace(/[^\w.@-]/g, '_') : 'all'}-${days}d.csv`);
+    for (const line of stats.csv(emails, days)) res.write(line);
+    res.end();
   });
 
   return r;

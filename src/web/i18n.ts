@@ -53,6 +53,10 @@ const en = {
   'chart.byModel': 'Tokens by model', 'chart.empty': 'No usage yet.',
   'error.title': 'Something is not right', 'error.back': 'Back to the start',
   'footer.text': 'key-portal · personal keys for {url}',
+  'csv.mine': 'Download my usage (CSV, 90 days)', 'csv.all': 'Download everyone’s usage (CSV, 90 days)',
+  'admin.unmanaged': 'Keys the portal does not manage',
+  'admin.unmanaged.why': 'Usage of keys in CLIProxyAPI that were not issued here (the operator’s own, another tool’s), by a hash that never reveals them.',
+  'admin.unmanaged.open': '(no key: client authentication was off)',
 } as const;
 
 export type MessageKey = keyof typeof en;
@@ -106,6 +110,10 @@ const zh: Record<MessageKey, string> = {
   'chart.byModel': '按模型的 Token 用量', 'chart.empty': '暂无用量。',
   'error.title': '出了点问题', 'error.back': '返回首页',
   'footer.text': 'key-portal · {url} 的个人密钥',
+  'csv.mine': '下载我的用量（CSV，近 90 天）', 'csv.all': '下载全部用量（CSV，近 90 天）',
+  'admin.unmanaged': '非本门户管理的密钥',
+  'admin.unmanaged.why': 'CLIProxyAPI 中并非由本门户发放的密钥（运维自用、其他工具的）的用量，以不泄露密钥的哈希标识。',
+  'admin.unmanaged.open': '（无密钥：客户端认证当时处于关闭状态）',
 };
 
 /** Readable messages for the error codes pages show, per language (the API answers in English). */

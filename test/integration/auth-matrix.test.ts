@@ -54,6 +54,10 @@ const MATRIX: Record<string, Row> = {
     via: 'api', request: async () => ({ path: '/api/sync-usage', body: {} }),
     expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 200 },
   },
+  'GET /api/usage.csv': {
+    via: 'api', request: async () => ({ path: '/api/usage.csv' }),
+    expect: { none: 401, wrong: 401, other: 200, revoked: 401, own: 200, admin: 200 },
+  },
   'GET /usage': {
     via: 'api', request: async () => ({ path: '/usage' }),
     expect: { none: 401, wrong: 401, other: 200, revoked: 401, own: 200, admin: 401 },

@@ -66,6 +66,25 @@ describe('usage from the v7 queue', () => {
       assert.equal(board.users[0].share, Math.round((1125 / 1192) * 10000) / 10000);
       assert.equal(t.portal.ledger.unmanagedIds().length, 1, 'its usage sits in the unmanaged bucket');
 
+      assert.equal(board.unmanaged.total_requests, 1);
+      assert.equal(board.unmanaged.keys.length, 1);
+      assert.match(board.unmanaged.keys[0].id, /^h[0-9a-f]{12}$/, 'a hash, never the key');
+
+      const csvRows = (text: string): string[][] => text.trim().split('\n').slice(1).map((l) => l.split(','));
+      const mineCsv = await call(t.url, 'GET', '/api/usage.csv', { token: a1.key, headers: { Accept: 'text/csv' } });
+      assert.equal(mineCsv.status, 200);
+      assert.match(mineCsv.headers.get('content-type') ?? '', /text\/csv/);
+      assert.match(mineCsv.headers.get('content-disposition') ?? '', /attachment; filename="usage-a@x\.cn-90d\.csv"/);
+      const ownRows = csvRows(mineCsv.text);
+      assert.ok(ownRows.every((r) => r[1] === 'a@x.cn'), 'a key holder gets only their own usage');
+      assert.equal(ownRows.reduce((n, r) => n + Number(r[4]), 0), 12);
+      assert.equal(ownRows.reduce((n, r) => n + Number(r[5]), 0), 3);
+      assert.equal(ownRows.reduce((n, r) => n + Number(r[6]), 0), 1125);
+      const everyone = csvRows((await call(t.url, 'GET', '/api/usage.csv?days=7', { token: ADMIN })).text);
+      assert.equal(everyone.reduce((n, r) => n + Number(r[4]), 0), 17);
+      assert.deepEqual([...new Set(everyone.map((r) => r[1]))].sort(), ['a@x.cn', 'b@x.cn']);
+      assert.ok(!mineCsv.text.includes(a1.key.slice(14)), 'no key in the export');
+
       const health = (await call(t.url, 'GET', '/healthz')).body;
       assert.equal(health.cliproxy.generation, 'queue');
       assert.ok(health.cliproxy.last_usage_at);
@@ -103,6 +122,22 @@ describe('usage from the v7 queue', () => {
       assert.equal(stats.totals.requests, 15);
     } finally {
       await again.stop();
+    }
+  });
+});
+
+describe('usage exports', () => {
+  it('quote cells a spreadsheet would run as a formula', async () => {
+    const t = await startTestPortal({ env: { USAGE_SOURCE: 'queue' } });
+    try {
+      const { key } = (await call(t.url, 'POST', '/api/register-key', { body: { email: '=cmd|x@x.cn' } })).body;
+      await waitFor(async () => (await use(t, key)) === 200, 'key live');
+      await sync(t);
+      const csv = (await call(t.url, 'GET', '/api/usage.csv', { token: ADMIN })).text;
+      assert.ok(csv.includes(",'=cmd|x@x.cn,"), csv);
+      assert.ok(!/,=cmd/.test(csv));
+    } finally {
+      await t.stop();
     }
   });
 });
