@@ -8,8 +8,9 @@ import type { KeysStore } from '../store/keys-store.js';
 import { UsageLog, type Cursor } from '../store/usage-log.js';
 import type { UsageLedger } from './ledger.js';
 import { toStoredEvent, type StoredEvent } from './record.js';
+import { SeenFingerprints } from '../cliproxy/usage-snapshot.js';
 
-interface UsageFile { version: string; checkpoint_at: string; cursor: Cursor | null; ledger: unknown }
+interface UsageFile { version: string; checkpoint_at: string; cursor: Cursor | null; ledger: unknown; snapshot_seen?: unknown }
 
 /**
  * The ingestion pipeline: records from any source → StoredEvents (key ids, no secrets) → appended and
@@ -22,6 +23,8 @@ export class Ingestor {
   private readonly file: Low<UsageFile>;
   /** Events whose append failed: kept and written first next time (popped records cannot be re-read). */
   private unwritten: StoredEvent[] = [];
+  /** Fingerprints of first-generation records already counted (rebuilt from the log after a crash). */
+  readonly seen = new SeenFingerprints();
   lastRecordAt: number | null = null;
   lastIngestAt: number | null = null;
   lastError: string | null = null;
@@ -37,6 +40,7 @@ export class Ingestor {
     await ing.file.read();
     const saved = ing.file.data;
     if (saved?.ledger) d.ledger.load(saved.ledger);
+    ing.seen.load(saved?.snapshot_seen);
     ing.file.data = null as never;
     const replayed = await eventLog.replayFrom(saved?.cursor ?? null, (events) => {
       for (const e of events) { d.ledger.add(e); ing.noteCounted(e); }
@@ -55,6 +59,7 @@ export class Ingestor {
 
   private noteCounted(e: StoredEvent): void {
     this.total++;
+    if (e.fp) this.seen.add(e.fp, e.t);
     if (this.lastRecordAt === null || e.t > this.lastRecordAt) this.lastRecordAt = e.t;
   }
 
@@ -62,7 +67,8 @@ export class Ingestor {
   ingest(raws: unknown[]): Promise<number> {
     const run = this.chain.then(async () => {
       const now = this.d.clock.now();
-      const events = raws.map((r) => toStoredEvent(r, this.resolve, now)).filter((e): e is StoredEvent => e !== null);
+      const events = raws.map((r) => toStoredEvent(r, this.resolve, now))
+        .filter((e): e is StoredEvent => e !== null && !(e.fp && !this.seen.isNew(e.fp, e.t)));
       const batch = this.unwritten.length ? [...this.unwritten, ...events] : events;
       try {
         await this.d.eventLog.append(batch);
@@ -88,7 +94,7 @@ export class Ingestor {
       this.d.ledger.pruneHours(this.d.clock.now());
       const body: UsageFile = {
         version: '1.1', checkpoint_at: new Date(this.d.clock.now()).toISOString(),
-        cursor: this.d.eventLog.position(), ledger: this.d.ledger.toJSON(),
+        cursor: this.d.eventLog.position(), ledger: this.d.ledger.toJSON(), snapshot_seen: this.seen.toJSON(),
       };
       await (this.file.adapter as AtomicJsonFile<UsageFile>).writeText(JSON.stringify(body));
     });

@@ -22,6 +22,8 @@ export interface StoredEvent {
   f?: 1;
   lat?: number;
   rid?: string;
+  /** First-generation records: the detail fingerprint that keeps them from being counted twice. */
+  fp?: string;
 }
 
 type Obj = Record<string, unknown>;
@@ -59,5 +61,6 @@ export function toStoredEvent(raw: unknown, resolveKey: (apiKey: string) => { id
   if (r.failed === true) e.f = 1;
   if (typeof r.latency_ms === 'number') e.lat = Math.round(r.latency_ms);
   if (typeof r.request_id === 'string' && r.request_id) e.rid = r.request_id;
+  if (typeof r.fp === 'string' && r.fp) e.fp = r.fp;
   return e;
 }

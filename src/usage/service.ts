@@ -2,13 +2,14 @@ import { CliproxyError } from '../cliproxy/errors.js';
 import { errorCode, type ManagementClient } from '../cliproxy/management.js';
 import { drainQueue, probeUsage } from '../cliproxy/usage-queue.js';
 import { UsageSubscription } from '../cliproxy/usage-subscribe.js';
+import { readSnapshot } from '../cliproxy/usage-snapshot.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Ingestor } from './ingest.js';
 
 export interface UsageStatus {
-  source: 'subscribe' | 'queue' | null;
+  source: 'subscribe' | 'queue' | 'snapshot' | null;
   subscribed: boolean;
   last_usage_at: string | null;
   last_pull_at: string | null;
@@ -20,11 +21,11 @@ export interface UsageStatus {
 /**
  * Where usage comes from (USAGE_SOURCE; `auto` probes as CLIPROXY.md §6 says and takes the best the
  * server offers): `subscribe` — pushed over RESP, with the queue drained after every (re)connect;
- * `queue` — popped from the HTTP queue on USAGE_CRON. The first generation's snapshot (≤ v6.9.49) is
- * reported as not read yet rather than guessed at.
+ * `queue` — popped from the HTTP queue on USAGE_CRON; `snapshot` — the first generation's GET /usage
+ * (≤ v6.9.49), read on USAGE_CRON and deduplicated by detail fingerprint.
  */
 export class UsageService {
-  private mode: 'subscribe' | 'queue' | null = null;
+  private mode: 'subscribe' | 'queue' | 'snapshot' | null = null;
   private subscription: UsageSubscription | null = null;
   private error: string | null = null;
   private lastPullAt: number | null = null;
@@ -36,19 +37,19 @@ export class UsageService {
 
   private async choose(): Promise<void> {
     const wanted = this.d.config.USAGE_SOURCE;
-    if (wanted === 'snapshot') {
-      this.error = 'USAGE_SOURCE=snapshot (CLIProxyAPI ≤ v6.9.49) is not read by this version of key-portal yet';
+    const probe = wanted === 'auto' ? await probeUsage(this.d.cliproxy) : null;
+    if (wanted === 'snapshot' || probe === 'snapshot') {
+      this.mode = 'snapshot';
+      this.d.cliproxy.setGeneration('v6-snapshot');
+      this.d.log.info({ module: 'usage' }, 'reading usage from CLIProxyAPI’s first-generation snapshot (GET /usage)');
+      return;
+    }
+    if (probe === 'resp-only') {
+      this.d.cliproxy.setGeneration('v6.10-resp');
+      this.error = 'this CLIProxyAPI (v6.10.0-v6.10.7) offers usage only over RESP LPOP, which this version does not read yet';
       return;
     }
     if (wanted !== 'queue') {
-      const probe = wanted === 'subscribe' ? 'queue' : await probeUsage(this.d.cliproxy);
-      if (probe !== 'queue') {
-        this.d.cliproxy.setGeneration(probe === 'snapshot' ? 'v6-snapshot' : 'v6.10-resp');
-        this.error = probe === 'snapshot'
-          ? 'this CLIProxyAPI (≤ v6.9.49) only has the first-generation usage snapshot, which this version does not read yet'
-          : 'this CLIProxyAPI (v6.10.0-v6.10.7) offers usage only over RESP LPOP, which this version does not read yet';
-        return;
-      }
       this.mode = 'subscribe';
       this.d.cliproxy.setGeneration('queue+subscribe');
       this.subscription = new UsageSubscription({
@@ -78,6 +79,10 @@ export class UsageService {
     try {
       if (!this.mode && !this.choosing) this.choosing = this.choose().finally(() => { this.choosing = null; });
       await this.choosing;
+      if (this.mode === 'snapshot') {
+        ingested = await this.d.ingestor.ingest(await readSnapshot(this.d.cliproxy, this.d.ingestor.seen));
+        this.error = null;
+      }
       const sub = this.subscription;
       const subscriptionIdle = !!sub && !sub.connected && !sub.connecting;
       if (this.mode === 'queue' || (this.mode === 'subscribe' && (o.force || subscriptionIdle))) {

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { ADMIN, call, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+import { FakeCliproxy } from '../support/fake-cliproxy.js';
+import { ADMIN, call, startTestPortal, tempDir, waitFor, type TestPortal } from '../support/harness.js';
 
 /** A chat completion through the fake with chosen token counts (or a failure). */
 async function use(t: TestPortal, key: string, o: { model?: string; input?: number; output?: number; fail?: boolean } = {}): Promise<number> {
@@ -179,6 +181,60 @@ describe('usage pushed over RESP (SUBSCRIBE usage)', () => {
       assert.equal(t.portal.usage.status().subscribed, false);
     } finally {
       await t.stop();
+    }
+  });
+});
+
+describe('usage from the first generation (v6 GET /usage snapshot)', () => {
+  it('counts each detail once across polls, CLIProxyAPI restarts and portal restarts, late-finishing requests included', async () => {
+    const fake = await FakeCliproxy.start({ generation: 'v6' });
+    const dataDir = await tempDir('kp-v6-');
+    try {
+      const t = await startTestPortal({ fake, dataDir, env: { USAGE_SOURCE: 'auto' } });
+      let key: string;
+      try {
+        key = (await call(t.url, 'POST', '/api/register-key', { body: { email: 'v6@x.cn' } })).body.key;
+        await waitFor(async () => (await use(t, key)) === 200, 'key live');
+        for (let i = 0; i < 7; i++) await use(t, key);
+        await use(t, key, { fail: true });
+        let pulled = await sync(t);
+        assert.equal(pulled.source, 'snapshot');
+        assert.equal(pulled.ingested, 9);
+        assert.equal((await sync(t)).ingested, 0, 'the same snapshot again adds nothing');
+        // A request that started before the last one counted but finished after it.
+        fake.recordUsage({ apiKey: key, alias: 'fake-chat', input: 1, output: 1, failed: false, at: Date.now() - 60_000 });
+        assert.equal((await sync(t)).ingested, 1, 'a late-finishing request is not lost');
+        fake.restartStats(); // CLIProxyAPI restarted: its counters and details are gone
+        for (let i = 0; i < 3; i++) await use(t, key);
+        pulled = await sync(t);
+        assert.equal(pulled.ingested, 3);
+        assert.equal((await call(t.url, 'GET', '/healthz')).body.cliproxy.generation, 'v6-snapshot');
+      } finally {
+        await t.portal.stop();
+      }
+      // Restarted portal (the clean stop checkpointed): the snapshot still holds the 3; none counted twice.
+      for (let i = 0; i < 2; i++) await fetch(`${fake.url}/v1/chat/completions`, { method: 'POST', headers: { Authorization: `Bearer ${key!}` }, body: '{}' }).then((r) => r.text());
+      const t2 = await startTestPortal({ fake, dataDir, env: { USAGE_SOURCE: 'snapshot' } });
+      try {
+        await sync(t2); // (the start-up pull may already have taken them)
+        const stats = (await call(t2.url, 'GET', '/api/user-stats/v6%40x.cn', { token: ADMIN })).body;
+        assert.equal(stats.totals.requests, 8 + 1 + 3 + 2);
+        assert.equal(stats.totals.failed, 1);
+      } finally {
+        await t2.portal.stop();
+      }
+      // Without a checkpoint (as after kill -9): the fingerprints come back from the event log.
+      rmSync(path.join(dataDir, 'usage.json'));
+      const t3 = await startTestPortal({ fake, dataDir, env: { USAGE_SOURCE: 'snapshot' } });
+      try {
+        await sync(t3);
+        assert.equal((await call(t3.url, 'GET', '/api/user-stats/v6%40x.cn', { token: ADMIN })).body.totals.requests, 14);
+      } finally {
+        await t3.portal.stop();
+      }
+    } finally {
+      await fake.stop();
+      await rm(dataDir, { recursive: true, force: true });
     }
   });
 });

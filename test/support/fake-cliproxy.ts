@@ -17,6 +17,8 @@ export interface FakeCliproxyOptions {
   version?: string;
   port?: number;
   now?: () => number;
+  /** 'v7' (default): usage queue + RESP. 'v6': the first generation's in-memory GET /usage snapshot only. */
+  generation?: 'v7' | 'v6';
 }
 
 export interface ManagementCall { method: string; path: string; status: number; at: number }
@@ -34,6 +36,9 @@ export class FakeCliproxy {
   live = new Set<string>();
   reloadDelayMs: number;
   version: string;
+  readonly generation: 'v7' | 'v6';
+  /** v6: per-request details kept in memory (and lost by restart()), as the first generation did. */
+  private snapshotDetails: { apiKey: string; model: string; detail: Record<string, unknown> }[] = [];
   readonly calls: ManagementCall[] = [];
   /** Failed logins per address; CLIProxyAPI's hourly sweep forgets entries idle over 2 h (so within 3 h). */
   readonly failures = new Map<string, { count: number; last: number }>();
@@ -64,7 +69,8 @@ export class FakeCliproxy {
     this.managementKey = o.managementKey === undefined ? 'test-management-key' : o.managementKey;
     this.apiKeys = o.apiKeys === undefined ? ['sk-operator-own-key'] : o.apiKeys;
     this.reloadDelayMs = o.reloadDelayMs ?? 30;
-    this.version = o.version ?? 'v7.2.140-fake';
+    this.generation = o.generation ?? 'v7';
+    this.version = o.version ?? (this.generation === 'v6' ? 'v6.9.49-fake' : 'v7.2.140-fake');
     this.port = o.port ?? 0;
     this.now = o.now ?? Date.now;
     this.applyNow();
@@ -86,7 +92,7 @@ export class FakeCliproxy {
       this.sockets.add(socket);
       socket.on('close', () => this.sockets.delete(socket));
       socket.once('data', (first: Buffer) => {
-        if (first[0] === 0x2a) {
+        if (first[0] === 0x2a && this.generation === 'v7') {
           serveResp(socket, first, {
             authenticate: (ip, key) => this.respAuth(ip, key),
             pop: (n) => { this.pruneQueue(); const out = this.queue.splice(0, n).map((e) => e.json); this.noteHandedOut(out); return out; },
@@ -185,7 +191,8 @@ export class FakeCliproxy {
     }
     this.failures.delete(ip);
 
-    if (url.pathname === '/v0/management/usage-queue' && req.method === 'GET') return this.popQueue(url, (st, p) => { record(st); json(res, st, p); });
+    if (url.pathname === '/v0/management/usage-queue' && req.method === 'GET' && this.generation === 'v7') return this.popQueue(url, (st, p) => { record(st); json(res, st, p); });
+    if (url.pathname === '/v0/management/usage' && req.method === 'GET' && this.generation === 'v6') { record(200); return json(res, 200, this.snapshot()); }
     if (url.pathname !== '/v0/management/api-keys') { record(404); res.writeHead(404).end('404 page not found'); return; }
     const done = (status: number, payload: unknown) => { record(status); json(res, status, payload); };
     switch (req.method) {
@@ -274,7 +281,32 @@ export class FakeCliproxy {
       request_id: Math.floor(Math.random() * 2 ** 32).toString(16).padStart(8, '0'), reasoning_effort: '', service_tier: 'auto',
     };
     this.produced.push(rec);
+    if (this.generation === 'v6') {
+      this.snapshotDetails.push({ apiKey: o.apiKey || 'POST /v1/chat/completions', model: rec.model, detail: {
+        timestamp: rec.timestamp, latency_ms: rec.latency_ms, source: rec.source, auth_index: rec.auth_index,
+        tokens: { input_tokens: input, output_tokens: output, reasoning_tokens: 0, cached_tokens: cached, total_tokens: total }, failed: o.failed,
+      } });
+      return;
+    }
     this.publish(JSON.stringify(rec));
+  }
+
+  /** v6: CLIProxyAPI restarted: its in-memory statistics are gone. */
+  restartStats(): void { this.snapshotDetails = []; }
+
+  /** GET /v0/management/usage of the first generation (CLIPROXY.md §4.2). */
+  private snapshot(): unknown {
+    const apis: Record<string, { total_requests: number; total_tokens: number; models: Record<string, { total_requests: number; total_tokens: number; details: unknown[] }> }> = {};
+    let total = 0; let tokens = 0; let failed = 0;
+    for (const { apiKey, model, detail } of this.snapshotDetails) {
+      const api = (apis[apiKey] ??= { total_requests: 0, total_tokens: 0, models: {} });
+      const m = (api.models[model] ??= { total_requests: 0, total_tokens: 0, details: [] });
+      const t = (detail.tokens as { total_tokens: number }).total_tokens;
+      api.total_requests++; api.total_tokens += t; m.total_requests++; m.total_tokens += t; m.details.push(detail);
+      total++; tokens += t; if (detail.failed) failed++;
+    }
+    return { usage: { total_requests: total, success_count: total - failed, failure_count: failed, total_tokens: tokens, apis,
+      requests_by_day: {}, requests_by_hour: {}, tokens_by_day: {}, tokens_by_hour: {} }, failed_requests: failed };
   }
 
   /** Subscribers get the record; only with none is it queued (v7.0.7+: never both). */
