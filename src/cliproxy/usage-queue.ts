@@ -36,3 +36,38 @@ export async function drainQueue(client: ManagementClient, sink: (records: unkno
 function safeParse(s: string): unknown {
   try { return JSON.parse(s); } catch { return null; }
 }
+
+/**
+ * v6.10.0-v6.10.7 have the queue but only over RESP: AUTH first, then `LPOP usage N` (the key must be
+ * `usage` from v7.1.44 and is ignored before, so `usage` works everywhere) until fewer than N come back.
+ */
+export async function drainQueueResp(client: ManagementClient, baseUrl: string, sink: (records: unknown[]) => Promise<number>,
+  batch = 500, maxBatches = 200): Promise<number> {
+  client.checkGate();
+  const { RespConnection, RespError } = await import('./resp.js');
+  let conn;
+  try {
+    conn = await RespConnection.connect(baseUrl);
+  } catch (err) {
+    throw new CliproxyError(`cannot open a RESP connection to CLIProxyAPI (${(err as Error).message})`);
+  }
+  conn.on('error', () => undefined);
+  try {
+    try {
+      await conn.command(['AUTH', client.key]);
+    } catch (err) {
+      if (err instanceof RespError) throw client.respRejected(err.message);
+      throw new CliproxyError('this CLIProxyAPI does not speak RESP on its port');
+    }
+    let counted = 0;
+    for (let i = 0; i < maxBatches; i++) {
+      const reply = await conn.command(['LPOP', 'usage', String(batch)]);
+      const items = Array.isArray(reply) ? reply.filter((x): x is string => typeof x === 'string') : [];
+      if (items.length) counted += await sink(items.map(safeParse));
+      if (items.length < batch) break;
+    }
+    return counted;
+  } finally {
+    conn.close();
+  }
+}

@@ -1,6 +1,6 @@
 import { CliproxyError } from '../cliproxy/errors.js';
 import { errorCode, type ManagementClient } from '../cliproxy/management.js';
-import { drainQueue, probeUsage } from '../cliproxy/usage-queue.js';
+import { drainQueue, drainQueueResp, probeUsage } from '../cliproxy/usage-queue.js';
 import { UsageSubscription } from '../cliproxy/usage-subscribe.js';
 import { readSnapshot } from '../cliproxy/usage-snapshot.js';
 import type { Clock } from '../clock.js';
@@ -9,7 +9,7 @@ import type { Logger } from '../log.js';
 import type { Ingestor } from './ingest.js';
 
 export interface UsageStatus {
-  source: 'subscribe' | 'queue' | 'snapshot' | null;
+  source: 'subscribe' | 'queue' | 'snapshot' | 'lpop' | null;
   subscribed: boolean;
   last_usage_at: string | null;
   last_pull_at: string | null;
@@ -25,7 +25,7 @@ export interface UsageStatus {
  * (≤ v6.9.49), read on USAGE_CRON and deduplicated by detail fingerprint.
  */
 export class UsageService {
-  private mode: 'subscribe' | 'queue' | 'snapshot' | null = null;
+  private mode: 'subscribe' | 'queue' | 'snapshot' | 'lpop' | null = null;
   private subscription: UsageSubscription | null = null;
   private error: string | null = null;
   private lastPullAt: number | null = null;
@@ -45,8 +45,10 @@ export class UsageService {
       return;
     }
     if (probe === 'resp-only') {
+      // v6.10.0-v6.10.7: the queue exists only over RESP, and there is no SUBSCRIBE yet.
+      this.mode = 'lpop';
       this.d.cliproxy.setGeneration('v6.10-resp');
-      this.error = 'this CLIProxyAPI (v6.10.0-v6.10.7) offers usage only over RESP LPOP, which this version does not read yet';
+      this.d.log.info({ module: 'usage' }, 'reading usage with RESP LPOP (CLIProxyAPI v6.10.0-v6.10.7)');
       return;
     }
     if (wanted !== 'queue') {
@@ -79,6 +81,10 @@ export class UsageService {
     try {
       if (!this.mode && !this.choosing) this.choosing = this.choose().finally(() => { this.choosing = null; });
       await this.choosing;
+      if (this.mode === 'lpop') {
+        ingested = await drainQueueResp(this.d.cliproxy, this.d.config.CLIPROXY_URL, (records) => this.d.ingestor.ingest(records));
+        this.error = null;
+      }
       if (this.mode === 'snapshot') {
         ingested = await this.d.ingestor.ingest(await readSnapshot(this.d.cliproxy, this.d.ingestor.seen));
         this.error = null;

@@ -238,3 +238,25 @@ describe('usage from the first generation (v6 GET /usage snapshot)', () => {
     }
   });
 });
+
+describe('usage over RESP LPOP (v6.10.0-v6.10.7: no HTTP queue, no SUBSCRIBE)', () => {
+  it('is picked by auto and counts exactly what was sent', async () => {
+    const fake = await FakeCliproxy.start({ generation: 'v6.10' });
+    const t = await startTestPortal({ fake, env: { USAGE_SOURCE: 'auto' } });
+    try {
+      const { key } = (await call(t.url, 'POST', '/api/register-key', { body: { email: 'lpop@x.cn' } })).body;
+      await waitFor(async () => (await use(t, key)) === 200, 'key live');
+      for (let i = 0; i < 11; i++) await use(t, key, { input: 3, output: 2 });
+      const pulled = await sync(t);
+      assert.equal(pulled.source, 'lpop');
+      const stats = (await call(t.url, 'GET', '/api/user-stats/lpop%40x.cn', { token: ADMIN })).body;
+      assert.equal(stats.totals.requests, 12);
+      assert.equal(stats.totals.tokens, 59 + 11 * 5);
+      assert.equal(fake.queue.length, 0);
+      assert.equal((await call(t.url, 'GET', '/healthz')).body.cliproxy.generation, 'v6.10-resp');
+    } finally {
+      await t.stop();
+      await fake.stop();
+    }
+  });
+});

@@ -17,8 +17,11 @@ export interface FakeCliproxyOptions {
   version?: string;
   port?: number;
   now?: () => number;
-  /** 'v7' (default): usage queue + RESP. 'v6': the first generation's in-memory GET /usage snapshot only. */
-  generation?: 'v7' | 'v6';
+  /**
+   * 'v7' (default): HTTP queue + RESP with SUBSCRIBE. 'v6.10': the queue over RESP LPOP only
+   * (v6.10.0-v6.10.7). 'v6': the first generation's in-memory GET /usage snapshot only.
+   */
+  generation?: 'v7' | 'v6.10' | 'v6';
 }
 
 export interface ManagementCall { method: string; path: string; status: number; at: number }
@@ -36,7 +39,7 @@ export class FakeCliproxy {
   live = new Set<string>();
   reloadDelayMs: number;
   version: string;
-  readonly generation: 'v7' | 'v6';
+  readonly generation: 'v7' | 'v6.10' | 'v6';
   /** v6: per-request details kept in memory (and lost by restart()), as the first generation did. */
   private snapshotDetails: { apiKey: string; model: string; detail: Record<string, unknown> }[] = [];
   readonly calls: ManagementCall[] = [];
@@ -92,11 +95,12 @@ export class FakeCliproxy {
       this.sockets.add(socket);
       socket.on('close', () => this.sockets.delete(socket));
       socket.once('data', (first: Buffer) => {
-        if (first[0] === 0x2a && this.generation === 'v7') {
+        if (first[0] === 0x2a && this.generation !== 'v6') {
           serveResp(socket, first, {
             authenticate: (ip, key) => this.respAuth(ip, key),
             pop: (n) => { this.pruneQueue(); const out = this.queue.splice(0, n).map((e) => e.json); this.noteHandedOut(out); return out; },
             subscribers: this.subscribers,
+            canSubscribe: this.generation === 'v7',
           });
         } else {
           socket.pause();

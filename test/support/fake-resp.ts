@@ -9,6 +9,8 @@ export interface RespHost {
   authenticate(ip: string, key: string): string | null; // error text, or null when accepted
   pop(count: number): string[];
   subscribers: Set<Socket>;
+  /** False before v7.0.7: SUBSCRIBE is an unknown command. */
+  canSubscribe?: boolean;
 }
 
 const bulk = (s: string | null) => (s === null ? '$-1\r\n' : `$${Buffer.byteLength(s)}\r\n${s}\r\n`);
@@ -76,7 +78,7 @@ export function serveResp(socket: Socket, first: Buffer, host: RespHost): void {
         if (args[1] === undefined) { socket.write(bulk(host.pop(1)[0] ?? null)); continue; }
         if (!/^\d+$/.test(args[1]) || Number(args[1]) <= 0) { socket.write('-ERR value is not an integer or out of range\r\n'); continue; }
         socket.write(array(host.pop(Number(args[1])).map(bulk)));
-      } else if (cmd === 'SUBSCRIBE') {
+      } else if (cmd === 'SUBSCRIBE' && host.canSubscribe !== false) {
         if (args.length !== 1 || args[0]!.toLowerCase() !== 'usage') { socket.write(`-ERR unsupported channel '${args[0] ?? ''}'\r\n`); continue; }
         subscribed = true;
         socket.write(array([bulk('subscribe'), bulk('usage'), ':1\r\n']));
