@@ -1,16 +1,24 @@
+import { createReadStream } from 'node:fs';
+import { mkdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { Low } from 'lowdb';
 import type { Clock } from '../clock.js';
 import { hashId, keyIdOf, keyIndex } from '../keys/format.js';
 import type { Logger } from '../log.js';
-import { AtomicJsonFile } from '../store/atomic-file.js';
+import { AtomicJsonFile, writeFileAtomic } from '../store/atomic-file.js';
 import type { KeysStore } from '../store/keys-store.js';
 import { UsageLog, type Cursor } from '../store/usage-log.js';
 import type { UsageLedger } from './ledger.js';
 import { toStoredEvent, type StoredEvent } from './record.js';
 import { SeenFingerprints } from '../cliproxy/usage-snapshot.js';
 
-interface UsageFile { version: string; checkpoint_at: string; cursor: Cursor | null; ledger: unknown; snapshot_seen?: unknown }
+/**
+ * usage.json: the cursor, the snapshot fingerprints, and the name of the aggregates file it goes with.
+ * The aggregates themselves are JSON lines (one key per line) in usage/aggregates-N.jsonl, streamed in
+ * and out: with tens of thousands of keys × 90 days they are larger than a JavaScript string may be.
+ */
+interface UsageFile { version: string; checkpoint_at: string; cursor: Cursor | null; aggregates?: string; ledger?: unknown; snapshot_seen?: unknown }
 
 /**
  * The ingestion pipeline: records from any source → StoredEvents (key ids, no secrets) → appended and
@@ -39,7 +47,8 @@ export class Ingestor {
     const ing = new Ingestor({ ...d, eventLog });
     await ing.file.read();
     const saved = ing.file.data;
-    if (saved?.ledger) d.ledger.load(saved.ledger);
+    if (saved?.ledger) d.ledger.load(saved.ledger); // a checkpoint written before aggregates had their own file
+    if (saved?.aggregates) await ing.loadAggregates(saved.aggregates);
     ing.seen.load(saved?.snapshot_seen);
     ing.file.data = null as never;
     const replayed = await eventLog.replayFrom(saved?.cursor ?? null, (events) => {
@@ -89,14 +98,40 @@ export class Ingestor {
   }
 
   /** Writes the ledger and the cursor it has counted up to (usage.json, atomic replacement). */
+  private aggregatesFile: string | null = null;
+
+  private async loadAggregates(name: string): Promise<void> {
+    const file = path.join(this.d.eventLog.dir, path.basename(name));
+    const lines = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
+    for await (const line of lines) {
+      if (!line) continue;
+      const [id, entry] = JSON.parse(line) as [string, unknown];
+      this.d.ledger.loadEntry(id, entry);
+    }
+    this.aggregatesFile = path.basename(name);
+  }
+
+  /**
+   * Writes the aggregates (a new generation of usage/aggregates-N.jsonl), then usage.json naming it
+   * with the cursor it counted up to, then removes the previous generation: a crash at any point
+   * leaves a usage.json whose aggregates file is whole.
+   */
   checkpoint(): Promise<void> {
     const run = this.chain.then(async () => {
-      this.d.ledger.pruneHours(this.d.clock.now());
+      const now = this.d.clock.now();
+      this.d.ledger.pruneHours(now);
+      const generation = Number(/aggregates-(\d+)\.jsonl$/.exec(this.aggregatesFile ?? '')?.[1] ?? 0) + 1;
+      const name = `aggregates-${generation}.jsonl`;
+      await mkdir(this.d.eventLog.dir, { recursive: true, mode: 0o700 });
+      const cursor = this.d.eventLog.position();
+      await writeFileAtomic(path.join(this.d.eventLog.dir, name), this.d.ledger.entryLines());
       const body: UsageFile = {
-        version: '1.1', checkpoint_at: new Date(this.d.clock.now()).toISOString(),
-        cursor: this.d.eventLog.position(), ledger: this.d.ledger.toJSON(), snapshot_seen: this.seen.toJSON(),
+        version: '1.1', checkpoint_at: new Date(now).toISOString(), cursor, aggregates: name, snapshot_seen: this.seen.toJSON(),
       };
       await (this.file.adapter as AtomicJsonFile<UsageFile>).writeText(JSON.stringify(body));
+      const previous = this.aggregatesFile;
+      this.aggregatesFile = name;
+      if (previous && previous !== name) await unlink(path.join(this.d.eventLog.dir, previous)).catch(() => undefined);
     });
     this.chain = run.catch(() => undefined);
     return run;

@@ -130,22 +130,33 @@ export class UsageLedger {
     for (const u of this.keys.values()) for (const h of u.hours.keys()) if (h < oldest) u.hours.delete(h);
   }
 
+  /** One line of JSON per key ([id, aggregates]): checkpoints stream these, never one huge string. */
+  *entryLines(): IterableIterator<string> {
+    const maps = (m: Map<string, Map<string, Counts>>) => Object.fromEntries([...m].map(([k, v]) => [k, Object.fromEntries(v)]));
+    for (const [id, u] of this.keys) {
+      yield JSON.stringify([id, { total: u.total, last_used: u.last_used, unmanaged: u.unmanaged, days: maps(u.days), hours: maps(u.hours) }]) + '\n';
+    }
+  }
+
   toJSON(): unknown {
     const out: Record<string, unknown> = {};
-    for (const [id, u] of this.keys) {
-      const maps = (m: Map<string, Map<string, Counts>>) => Object.fromEntries([...m].map(([k, v]) => [k, Object.fromEntries(v)]));
-      out[id] = { total: u.total, last_used: u.last_used, unmanaged: u.unmanaged, days: maps(u.days), hours: maps(u.hours) };
+    for (const line of this.entryLines()) {
+      const [id, entry] = JSON.parse(line) as [string, unknown];
+      out[id] = entry;
     }
     return out;
   }
 
+  /** Restores one key's aggregates from an entry line (or a toJSON() value). */
+  loadEntry(id: string, raw: any): void {
+    const maps = (o: Record<string, Record<string, Counts>>) =>
+      new Map(Object.entries(o ?? {}).map(([k, v]) => [k, new Map(Object.entries(v).map(([m, c]) => [m, { ...zero(), ...c }]))]));
+    this.keys.set(id, { total: { ...zero(), ...raw.total }, last_used: raw.last_used ?? null, unmanaged: !!raw.unmanaged, days: maps(raw.days), hours: maps(raw.hours) });
+  }
+
   load(data: unknown): void {
     this.keys.clear();
-    for (const [id, raw] of Object.entries((data ?? {}) as Record<string, any>)) {
-      const maps = (o: Record<string, Record<string, Counts>>) =>
-        new Map(Object.entries(o ?? {}).map(([k, v]) => [k, new Map(Object.entries(v).map(([m, c]) => [m, { ...zero(), ...c }]))]));
-      this.keys.set(id, { total: { ...zero(), ...raw.total }, last_used: raw.last_used ?? null, unmanaged: !!raw.unmanaged, days: maps(raw.days), hours: maps(raw.hours) });
-    }
+    for (const [id, raw] of Object.entries((data ?? {}) as Record<string, unknown>)) this.loadEntry(id, raw);
   }
 }
 

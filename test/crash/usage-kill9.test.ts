@@ -48,7 +48,7 @@ for (const mode of ['queue', 'subscribe'] as const) {
         const counted = (await call(portal.url, 'GET', '/api/user-stats/steady%40x.cn', { token: ADMIN })).body.totals.requests as number;
         await killHard(portal.child);
 
-        const ids = readdirSync(path.join(dataDir, 'usage')).flatMap((f) =>
+        const ids = readdirSync(path.join(dataDir, 'usage')).filter((f) => f.startsWith('events-')).flatMap((f) =>
           readFileSync(path.join(dataDir, 'usage', f), 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { rid: string }).rid));
         assert.equal(new Set(ids).size, ids.length, 'no record is in the log twice');
         const produced = fake.produced.filter((r) => r.api_key === key).map((r) => r.request_id as string);

@@ -74,3 +74,15 @@ describe('usage ledger', () => {
     assert.equal(at('America/New_York', '2026-11-01T02:00:00Z'), '2026-11-01T04:00:00.000Z');
   });
 });
+
+describe('usage checkpoints', () => {
+  it('stream the aggregates as one line per key, so no single string has to hold them all', () => {
+    const l = new UsageLedger('UTC');
+    for (let k = 0; k < 50; k++) l.add({ k: `k${k}`, m: 'm', t: Date.parse('2026-11-22T10:00:00Z'), tok: k, in: k, out: 0, rea: 0, cac: 0 });
+    const lines = [...l.entryLines()];
+    assert.equal(lines.length, 50);
+    const copy = new UsageLedger('UTC');
+    for (const line of lines) { const [id, e] = JSON.parse(line); copy.loadEntry(id, e); }
+    assert.deepEqual(copy.totals('k49'), l.totals('k49'));
+  });
+});
