@@ -147,7 +147,7 @@ export class ManagementClient {
         this.noteFailure(lastError, true);
         continue;
       }
-      throw this.rejected(res.status, message);
+      throw this.rejected(res.status, message, path);
     }
     throw lastError;
   }
@@ -164,12 +164,12 @@ export class ManagementClient {
   /** A RESP AUTH refusal counts like an HTTP one: it pauses every management call. */
   respRejected(message: string): CliproxyError {
     const status = /invalid|missing/i.test(message) ? 401 : 403;
-    return this.rejected(status, message);
+    return this.rejected(status, message, 'resp');
   }
 
   get key(): string { return this.opts.managementKey ?? ''; }
 
-  private rejected(status: number, message: string): CliproxyError {
+  private rejected(status: number, message: string, path = ''): CliproxyError {
     const now = this.opts.clock.now();
     let err: CliproxyError;
     if (status === 401) {
@@ -185,9 +185,12 @@ export class ManagementClient {
         ? `CLIProxyAPI has banned this address after failed management logins (${message})`
         : `CLIProxyAPI refused management access (${message}); set MANAGEMENT_PASSWORD or remote-management.allow-remote`, status);
       this.pause(err, now + wait);
-    } else if (status === 404) {
+    } else if (status === 404 && path === '/api-keys') {
+      // api-keys exists in every version: a 404 there means management is switched off.
       err = new ManagementDisabled('CLIProxyAPI has no management API (404): set remote-management.secret-key or MANAGEMENT_PASSWORD', status);
       this.pause(err, now + DISABLED_BACKOFF_MS);
+    } else if (status === 404) {
+      return new CliproxyError(`this CLIProxyAPI has no ${path} endpoint (404)`, status);
     } else {
       return new CliproxyError(`CLIProxyAPI answered ${status}: ${message}`, status);
     }

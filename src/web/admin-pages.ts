@@ -57,8 +57,13 @@ export function adminPagesRouter(deps: WebDeps): Router {
   r.get('/admin/users', adminOnly, (req, res) => {
     const s = deps.cliproxy.status();
     const cliproxyLine = s.error ?? (s.reachable ? t(req)('admin.cliproxy.ok', { version: s.version ?? '?' }) : t(req)('admin.cliproxy.unknown'));
+    const u = deps.usage.status();
+    const usageLine = u.source
+      ? t(req)('admin.usage.line', { source: u.source, last: u.last_usage_at ? u.last_usage_at.slice(0, 19).replace('T', ' ') : t(req)('never'),
+        lag: u.lag_ms === null ? '–' : (u.lag_ms / 1000).toFixed(1) })
+      : t(req)('admin.cliproxy.unknown');
     renderPage(deps, req, res, 'admin-users', {
-      title: t(req)('admin.users.title'), area: 'admin', nav: 'users', all: stats.allUsers(), unmanaged: stats.unmanaged(), cliproxyLine,
+      title: t(req)('admin.users.title'), area: 'admin', nav: 'users', all: stats.allUsers(), unmanaged: stats.unmanaged(), cliproxyLine, usageLine,
     });
   });
 

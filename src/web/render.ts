@@ -19,6 +19,8 @@ function bannerFor(deps: WebDeps, t: Translate, area: string): string | null {
   if (s.error_code === 'management_key_rejected') return t('banner.rejected');
   if (s.reachable === false) return t('banner.unreachable');
   if (s.error && area === 'admin') return t('banner.other', { error: s.error });
+  const usageError = deps.usage.status().error;
+  if (usageError && area === 'admin') return t('banner.usage', { error: usageError });
   return null;
 }
 

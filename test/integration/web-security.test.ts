@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { ROOT_DIR } from '../../src/app.js';
 import { Browser } from '../support/browser-client.js';
 import { ManualClock } from '../support/clock.js';
-import { ADMIN, call, startTestPortal, type TestPortal } from '../support/harness.js';
+import { ADMIN, call, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
 
 const EVIL_NAME = '<script>alert("name")</script>';
 const EVIL_LABEL = '<img src=x onerror=alert(1)>';
@@ -162,9 +162,26 @@ describe('the CLIProxyAPI banner', () => {
     } finally {
       await rejected.stop();
     }
+    const v6only = await startTestPortal({ env: { USAGE_SOURCE: 'subscribe' }, fakeOptions: { generation: 'v6' } });
+    try {
+      const admin = new Browser(v6only.url);
+      await admin.get('/admin');
+      await admin.post('/admin/sign-in', { token: ADMIN });
+      await call(v6only.url, 'POST', '/api/sync-usage', { token: ADMIN });
+      await waitFor(async () => (await admin.get('/admin/users')).html.includes('Usage is not being recorded'), 'the usage banner', 5000);
+    } finally {
+      await v6only.stop();
+    }
     const fine = await startTestPortal();
     try {
       assert.ok(!(await new Browser(fine.url).get('/')).html.includes('class="banner"'));
+      const admin = new Browser(fine.url);
+      await admin.get('/admin');
+      await admin.post('/admin/sign-in', { token: ADMIN });
+      await call(fine.url, 'POST', '/api/sync-usage', { token: ADMIN });
+      const page = (await admin.get('/admin/users')).html;
+      assert.ok(!page.includes('class="banner"'));
+      assert.match(page, /(subscribe|queue) · last record/);
     } finally {
       await fine.stop();
     }
