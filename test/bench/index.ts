@@ -5,6 +5,11 @@ import { benchRegistrations } from './registrations.js';
 import { benchUsage } from './usage.js';
 
 const only = process.argv[2];
+const NAMES = ['registrations', 'memory', 'usage'];
+if (only && !NAMES.includes(only)) {
+  console.error(`unknown benchmark "${only}": choose one of ${NAMES.join(', ')}, or none for all`);
+  process.exit(2);
+}
 const benches: [string, () => Promise<void>][] = [
   ['registrations', benchRegistrations],
   ['memory', benchMemory],
