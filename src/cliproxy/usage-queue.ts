@@ -1,5 +1,6 @@
 import { CliproxyError } from './errors.js';
 import type { ManagementClient } from './management.js';
+import { openAuthenticatedResp } from './resp-auth.js';
 
 /** What the usage-queue endpoint says about this CLIProxyAPI (CLIPROXY.md §6, steps 1-2). */
 export type QueueProbe = 'queue' | 'snapshot' | 'resp-only';
@@ -43,22 +44,8 @@ function safeParse(s: string): unknown {
  */
 export async function drainQueueResp(client: ManagementClient, baseUrl: string, sink: (records: unknown[]) => Promise<number>,
   batch = 500, maxBatches = 200): Promise<number> {
-  client.checkGate();
-  const { RespConnection, RespError } = await import('./resp.js');
-  let conn;
+  const conn = await openAuthenticatedResp(client, baseUrl);
   try {
-    conn = await RespConnection.connect(baseUrl);
-  } catch (err) {
-    throw new CliproxyError(`cannot open a RESP connection to CLIProxyAPI (${(err as Error).message})`);
-  }
-  conn.on('error', () => undefined);
-  try {
-    try {
-      await conn.command(['AUTH', client.key]);
-    } catch (err) {
-      if (err instanceof RespError) throw client.respRejected(err.message);
-      throw new CliproxyError('this CLIProxyAPI does not speak RESP on its port');
-    }
     let counted = 0;
     for (let i = 0; i < maxBatches; i++) {
       const reply = await conn.command(['LPOP', 'usage', String(batch)]);

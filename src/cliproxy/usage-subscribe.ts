@@ -1,6 +1,7 @@
-import { CliproxyError, CliproxyUnreachable, ManagementPaused } from './errors.js';
+import { CliproxyError, ManagementPaused } from './errors.js';
 import type { ManagementClient } from './management.js';
-import { RespConnection, RespError } from './resp.js';
+import type { RespConnection } from './resp.js';
+import { openAuthenticatedResp, RespUnavailable } from './resp-auth.js';
 import type { Logger } from '../log.js';
 
 /** The server cannot push usage (RESP absent, AUTH disabled in v7.1.17, or no SUBSCRIBE before v7.0.7). */
@@ -73,25 +74,12 @@ export class UsageSubscription {
   }
 
   private async connectOnce(): Promise<void> {
-    const { client } = this.d;
-    client.checkGate(); // never AUTH while the key is known bad or the address banned
     let conn: RespConnection;
     try {
-      conn = await RespConnection.connect(this.d.baseUrl);
+      conn = await openAuthenticatedResp(this.d.client, this.d.baseUrl);
     } catch (err) {
-      throw new CliproxyUnreachable(`cannot open a RESP connection to CLIProxyAPI (${(err as Error).message})`);
-    }
-    conn.on('error', () => undefined);
-    try {
-      // AUTH first and nothing before it: any other command before AUTH counts as a failed login.
-      await conn.command(['AUTH', client.key]);
-    } catch (err) {
-      conn.close();
-      if (err instanceof RespError) {
-        if (/RESP AUTH disabled/i.test(err.message)) throw new SubscribeUnsupported('this CLIProxyAPI has RESP disabled (v7.1.17)');
-        throw client.respRejected(err.message);
-      }
-      throw new SubscribeUnsupported('this CLIProxyAPI does not speak RESP on its port (before v6.9.38)');
+      if (err instanceof RespUnavailable) throw new SubscribeUnsupported(err.message);
+      throw err;
     }
     try {
       await conn.subscribe('usage');

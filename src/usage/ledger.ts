@@ -130,21 +130,18 @@ export class UsageLedger {
     for (const u of this.keys.values()) for (const h of u.hours.keys()) if (h < oldest) u.hours.delete(h);
   }
 
+  private static entry(u: KeyUsage): unknown {
+    const maps = (m: Map<string, Map<string, Counts>>) => Object.fromEntries([...m].map(([k, v]) => [k, Object.fromEntries(v)]));
+    return { total: u.total, last_used: u.last_used, unmanaged: u.unmanaged, days: maps(u.days), hours: maps(u.hours) };
+  }
+
   /** One line of JSON per key ([id, aggregates]): checkpoints stream these, never one huge string. */
   *entryLines(): IterableIterator<string> {
-    const maps = (m: Map<string, Map<string, Counts>>) => Object.fromEntries([...m].map(([k, v]) => [k, Object.fromEntries(v)]));
-    for (const [id, u] of this.keys) {
-      yield JSON.stringify([id, { total: u.total, last_used: u.last_used, unmanaged: u.unmanaged, days: maps(u.days), hours: maps(u.hours) }]) + '\n';
-    }
+    for (const [id, u] of this.keys) yield JSON.stringify([id, UsageLedger.entry(u)]) + '\n';
   }
 
   toJSON(): unknown {
-    const out: Record<string, unknown> = {};
-    for (const line of this.entryLines()) {
-      const [id, entry] = JSON.parse(line) as [string, unknown];
-      out[id] = entry;
-    }
-    return out;
+    return Object.fromEntries([...this.keys].map(([id, u]) => [id, UsageLedger.entry(u)]));
   }
 
   /** Restores one key's aggregates from an entry line (or a toJSON() value). */

@@ -1,0 +1,35 @@
+import { CliproxyError, CliproxyUnreachable } from './errors.js';
+import type { ManagementClient } from './management.js';
+import { RespConnection, RespError } from './resp.js';
+
+/** The server has no usable RESP on its port (before v6.9.38, or v7.1.17 with RESP AUTH disabled). */
+export class RespUnavailable extends CliproxyError {
+  override name = 'RespUnavailable';
+}
+
+/**
+ * Opens a RESP connection to CLIProxyAPI and authenticates it. AUTH is the first and only thing sent
+ * before it succeeds (any other command before AUTH counts as a failed login), nothing is sent while
+ * the management client is paused, and a refusal pauses every management call (the ban is shared).
+ */
+export async function openAuthenticatedResp(client: ManagementClient, baseUrl: string): Promise<RespConnection> {
+  client.checkGate();
+  let conn: RespConnection;
+  try {
+    conn = await RespConnection.connect(baseUrl);
+  } catch (err) {
+    throw new CliproxyUnreachable(`cannot open a RESP connection to CLIProxyAPI (${(err as Error).message})`);
+  }
+  conn.on('error', () => undefined);
+  try {
+    await conn.command(['AUTH', client.key]);
+    return conn;
+  } catch (err) {
+    conn.close();
+    if (err instanceof RespError) {
+      if (/RESP AUTH disabled/i.test(err.message)) throw new RespUnavailable('this CLIProxyAPI has RESP disabled (v7.1.17)');
+      throw client.respRejected(err.message);
+    }
+    throw new RespUnavailable('this CLIProxyAPI does not speak RESP on its port (before v6.9.38)');
+  }
+}
