@@ -22,7 +22,7 @@ export async function syncDir(dir: string): Promise<void> {
  * Writes `content` to `file` so that a crash at any moment leaves either the old or the new file.
  * Content given as chunks is written as it comes, so a large file never exists as one string.
  */
-export async function writeFileAtomic(file: string, content: string | Buffer | Iterable<string>): Promise<void> {
+export async function writeFileAtomic(file: string, content: string | Buffer | Iterable<string | Uint8Array>): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
   const fh = await open(tmp, 'w', 0o600);
   try {
@@ -32,6 +32,11 @@ export async function writeFileAtomic(file: string, content: string | Buffer | I
       let buffered: string[] = [];
       let size = 0;
       for (const chunk of content) {
+        if (typeof chunk !== 'string') {
+          if (buffered.length) { await fh.write(buffered.join('')); buffered = []; size = 0; }
+          await fh.writeFile(chunk); // writes all of it, from the current position
+          continue;
+        }
         buffered.push(chunk);
         size += chunk.length;
         if (size >= 1 << 16) { await fh.write(buffered.join('')); buffered = []; size = 0; }

@@ -76,6 +76,8 @@ export class KeysStore {
   private epoch = 0;
   /** fsync'd writes so far: journal appends and checkpoint files (the benchmark reports them). */
   writes = 0;
+  /** Counts changes to keys and owners in memory: readers cache what they derive from it. */
+  version = 0;
 
   private constructor(readonly dir: string, readonly prefix: string, private readonly log: Logger) {
     this.poolFile = path.join(dir, 'key_pool.json');
@@ -137,6 +139,7 @@ export class KeysStore {
 
   /** Takes the next unused key and gives it to `fields.email` (or to no one: an admin key). */
   assignNext(fields: NewKeyFields): { key: string; record: KeyRecord } {
+    this.version++;
     const key = this.s.unused.values().next().value as string | undefined;
     if (key === undefined) throw new PoolExhausted();
     const now = fields.now.toISOString();
@@ -163,6 +166,7 @@ export class KeysStore {
 
   /** Retires a key for good: it leaves its holder's list and is never handed out again. */
   revoke(key: string, now: Date): KeyRecord {
+    this.version++;
     const record = this.s.keys.get(key);
     if (!record) throw new Error('revoke: unknown key');
     if (record.status === 'revoked') return record;
@@ -185,6 +189,7 @@ export class KeysStore {
 
   /** Replaces fields of a key's record (status, label, limits…); never its owner. */
   updateKey(key: string, patch: Partial<Omit<KeyRecord, 'email' | 'created_at'>>): KeyRecord {
+    this.version++;
     const record = this.s.keys.get(key);
     if (!record) throw new Error('updateKey: unknown key');
     const updated = { ...record, ...patch } as KeyRecord;
@@ -195,6 +200,7 @@ export class KeysStore {
 
   /** Adds `count` fresh keys to the unused pool; returns their ids. */
   mint(count: number): string[] {
+    this.version++;
     const ids: string[] = [];
     for (let i = 0; i < count; i++) {
       const key = newKey(this.prefix, this.nextIndex++);
@@ -344,6 +350,7 @@ export class KeysStore {
   private adopt(pool: PoolFile | null, users: UserKeysFile | null, batches: JournalBatch[]): boolean {
     const { state, repaired } = loadState({ pool, users, poolFile: this.poolFile, usersFile: this.usersFile }, batches, this.prefix, this.log);
     this.s = state;
+    this.version++;
     this.byId.clear();
     this.nextIndex = 1;
     for (const set of [state.unused, state.assigned.keys(), state.retired, state.keys.keys()]) {

@@ -46,7 +46,7 @@ export class UsageLog {
    * The events after `cursor`, file by file, oldest first. A line torn by a crash (the last one of
    * the newest file) was never counted and is skipped; the next append starts after the whole lines.
    */
-  async replayFrom(cursor: Cursor | null, each: (events: StoredEvent[]) => void): Promise<number> {
+  async replayFrom(cursor: Cursor | null, each: (events: StoredEvent[]) => void | Promise<void>): Promise<number> {
     const files = (await readdir(this.dir).catch(() => [] as string[])).filter((f) => /^events-\d{4}-\d{2}-\d{2}\.jsonl$/.test(f)).sort();
     let n = 0;
     for (const f of files) {
@@ -60,7 +60,7 @@ export class UsageLog {
         try { batch.push(JSON.parse(buf.subarray(start, nl).toString('utf8')) as StoredEvent); } catch { /* a damaged line is skipped */ }
         start = nl + 1;
       }
-      each(batch);
+      await each(batch);
       n += batch.length;
       // Appends continue after the last whole line of the newest file.
       this.file = f;

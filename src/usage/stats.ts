@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Clock } from '../clock.js';
 import { keyIdOf, maskKey } from '../keys/format.js';
 import type { KeysStore } from '../store/keys-store.js';
@@ -21,11 +22,47 @@ export interface UserRow {
   share: number; last_used: string | null;
 }
 
+interface Owner { email: string; name: string; keyCount: number; slots: number[]; lastMs: number; lastIso: string | null }
+
+export interface Leaderboard {
+  users: UserRow[];
+  summary: { total_users: number; total_requests: number; total_tokens: number; total_keys: number };
+}
+
 /** Read-side queries over the key store and the usage ledger. Never returns a full key. */
 export class StatsService {
-  private cache: { at: number; value: { users: UserRow[]; summary: Record<string, number> } } | null = null;
+  private cache: { at: number; value: Leaderboard; json: { body: string; etag: string } | null } | null = null;
 
   constructor(private readonly d: { store: KeysStore; ledger: UsageLedger; clock: Clock; ttlMs: number }) {}
+
+  /**
+   * Every person with the ledger slots of every key they ever held; rebuilt only when the keys
+   * change or a key is used for the first time. Also remembers each person's last use as text.
+   */
+  private owners: { version: string; liveKeys: number; users: Owner[] } | null = null;
+
+  private ownersNow(): NonNullable<StatsService['owners']> {
+    const { store, ledger } = this.d;
+    const version = `${store.version}:${ledger.slotCount}`;
+    if (this.owners?.version === version) return this.owners;
+    const before = new Map(this.owners?.users.map((o) => [o.email, o]));
+    const byEmail = new Map<string, Owner>();
+    for (const [email, u] of store.userEntries()) {
+      const was = before.get(email);
+      byEmail.set(email, { email, name: u.name, keyCount: u.api_keys.length, slots: [], lastMs: was?.lastMs ?? -1, lastIso: was?.lastIso ?? null });
+    }
+    let liveKeys = 0;
+    for (const [k, r] of store.entries()) {
+      if (r.status !== 'revoked') liveKeys++;
+      const slot = r.email ? ledger.slotIndex(keyIdOf(store.prefix, k)) : -1;
+      if (slot >= 0) byEmail.get(r.email!)?.slots.push(slot);
+    }
+    this.owners = { version, liveKeys, users: [...byEmail.values()] };
+    return this.owners;
+  }
+
+  /** Drops the cached leaderboard (after a change an admin expects to see at once). */
+  invalidate(): void { this.cache = null; }
 
   keyView(key: string): KeyView {
     const { store, ledger, clock } = this.d;
@@ -84,11 +121,11 @@ export class StatsService {
     return out;
   }
 
-  userStats(email: string, days: number) {
+  async userStats(email: string, days: number) {
     const { store, ledger, clock } = this.d;
     const keys = this.allKeysOf(email);
     const ids = keys.map((k) => keyIdOf(store.prefix, k));
-    const series = ledger.series(ids, days, clock.now());
+    const series = await ledger.series(ids, days, clock.now());
     const totals = { requests: 0, tokens: 0, failed: 0 };
     for (const id of ids) {
       const t = ledger.totals(id);
@@ -112,9 +149,8 @@ export class StatsService {
    * CSV by day and model: one person's keys, or everyone's. Cells that a spreadsheet would run as a
    * formula (= + - @) are quoted as text.
    */
-  *csv(emails: string[] | null, days: number): IterableIterator<string> {
+  async *csv(emails: string[] | null, days: number): AsyncIterableIterator<string> {
     const { store, ledger, clock } = this.d;
-    const now = clock.now();
     const cell = (v: string | number) => {
       let s = String(v);
       if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
@@ -122,40 +158,72 @@ export class StatsService {
     };
     yield 'date,email,key_id,model,requests,failed,tokens,input_tokens,output_tokens,reasoning_tokens,cached_tokens\n';
     const wanted = emails ? new Set(emails) : null;
+    const ids: string[] = [];
+    const owner = new Map<string, string>();
     for (const [k, r] of store.entries()) {
       if (!r.email || (wanted && !wanted.has(r.email))) continue;
       const id = keyIdOf(store.prefix, k);
-      for (const row of ledger.dayRows(id, days, now)) {
-        yield [row.day, r.email, id, row.model, row.requests, row.failed, row.tokens, row.input, row.output, row.reasoning, row.cached].map(cell).join(',') + '\n';
-      }
+      ids.push(id);
+      owner.set(id, r.email);
+    }
+    // Day by day (a day on disk is read once), each day's rows in the order of the keys.
+    const days_ = ledger.daysWithin(days, clock.now());
+    for (const day of days_) {
+      const lines: string[] = [];
+      await ledger.eachDay([day], (_d, block) => ledger.rowsOf(block, ids, (id, model, c) => {
+        lines.push([day, owner.get(id)!, id, model, c.requests, c.failed, c.tokens, c.input, c.output, c.reasoning, c.cached].map(cell).join(',') + '\n');
+      }));
+      for (let i = 0; i < lines.length; i += 1000) yield lines.slice(i, i + 1000).join('');
     }
   }
 
   /** The leaderboard: everyone by tokens, with their share; cached for STATS_TTL_MS. */
-  allUsers(): { users: UserRow[]; summary: { total_users: number; total_requests: number; total_tokens: number; total_keys: number } } {
+  allUsers(): Leaderboard {
+    return this.board().value;
+  }
+
+  /**
+   * GET /api/all-users-stats as a finished body with its ETag, cached with the leaderboard: with
+   * 10k people the JSON is over a megabyte, and serialising it per request would cost more than
+   * computing it.
+   */
+  allUsersJson(): { body: string; etag: string } {
+    const b = this.board();
+    if (!b.json) {
+      const body = JSON.stringify({ ...b.value, unmanaged: this.unmanaged() });
+      b.json = { body, etag: `"${createHash('sha1').update(body).digest('base64url')}"` };
+    }
+    return b.json;
+  }
+
+  private board(): NonNullable<StatsService['cache']> {
     const now = this.d.clock.now();
-    if (this.cache && now - this.cache.at < this.d.ttlMs) return this.cache.value as never;
-    const { store, ledger } = this.d;
-    const rows = new Map<string, UserRow>();
-    for (const [email, u] of store.userEntries()) {
-      rows.set(email, { email, name: u.name, total_requests: 0, total_tokens: 0, key_count: u.api_keys.length, share: 0, last_used: null });
-    }
-    let totalKeys = 0;
-    for (const [k, r] of store.entries()) {
-      if (r.status !== 'revoked') totalKeys++;
-      const row = r.email ? rows.get(r.email) : undefined;
-      if (!row) continue;
-      const t = ledger.totals(keyIdOf(store.prefix, k));
-      row.total_requests += t.requests;
-      row.total_tokens += t.tokens;
-      if (t.last_used && (!row.last_used || t.last_used > Date.parse(row.last_used))) row.last_used = new Date(t.last_used).toISOString();
-    }
-    const users = [...rows.values()].sort((a, b) => b.total_tokens - a.total_tokens || b.total_requests - a.total_requests || a.email.localeCompare(b.email));
-    const totalTokens = users.reduce((s, u) => s + u.total_tokens, 0);
-    const totalRequests = users.reduce((s, u) => s + u.total_requests, 0);
+    if (this.cache && now - this.cache.at < this.d.ttlMs) return this.cache;
+    const { ledger } = this.d;
+    const owners = this.ownersNow();
+    const t = new Float64Array(3);
+    let totalTokens = 0;
+    let totalRequests = 0;
+    const users: UserRow[] = owners.users.map((o) => {
+      let requests = 0;
+      let tokens = 0;
+      let last = -1;
+      for (const slot of o.slots) {
+        ledger.slotTotals(slot, t);
+        requests += t[0]!;
+        tokens += t[1]!;
+        if (t[2]! > last) last = t[2]!; // NaN (never used) compares false
+      }
+      if (last !== o.lastMs) { o.lastMs = last; o.lastIso = last >= 0 ? new Date(last).toISOString() : null; }
+      totalTokens += tokens;
+      totalRequests += requests;
+      return { email: o.email, name: o.name, total_requests: requests, total_tokens: tokens, key_count: o.keyCount, share: 0, last_used: o.lastIso };
+    });
+    const totalKeys = owners.liveKeys;
+    users.sort((a, b) => b.total_tokens - a.total_tokens || b.total_requests - a.total_requests || (a.email < b.email ? -1 : a.email > b.email ? 1 : 0));
     for (const u of users) u.share = totalTokens ? Math.round((u.total_tokens / totalTokens) * 10_000) / 10_000 : 0;
     const value = { users, summary: { total_users: users.length, total_requests: totalRequests, total_tokens: totalTokens, total_keys: totalKeys } };
-    this.cache = { at: now, value };
-    return value;
+    this.cache = { at: now, value, json: null };
+    return this.cache;
   }
 }

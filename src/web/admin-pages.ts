@@ -1,3 +1,4 @@
+import { paginate } from './paging.js';
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { forbidden } from '../errors.js';
 import { safeEqual } from '../keys/format.js';
@@ -7,6 +8,9 @@ import { pickLocale, translator } from './i18n.js';
 import { localError, renderPage } from './render.js';
 
 /** The admin's pages (session from the /admin sign-in form). The JSON admin API lives in admin-api.ts. */
+/** Rows of the leaderboard per page: a page renders in a few milliseconds even with 10k people. */
+const USERS_PER_PAGE = 100;
+
 export function adminPagesRouter(deps: WebDeps): Router {
   const r = Router();
   const { sessions, stats, store, audit, config } = deps;
@@ -62,15 +66,20 @@ export function adminPagesRouter(deps: WebDeps): Router {
       ? t(req)('admin.usage.line', { source: u.source, last: u.last_usage_at ? u.last_usage_at.slice(0, 19).replace('T', ' ') : t(req)('never'),
         lag: u.lag_ms === null ? '–' : (u.lag_ms / 1000).toFixed(1) })
       : t(req)('admin.cliproxy.unknown');
+    const all = stats.allUsers();
+    const q = typeof req.query.q === 'string' ? req.query.q.trim().toLowerCase().slice(0, 100) : '';
+    const ranked = all.users.map((u, i) => ({ u, rank: i + 1 }));
+    const matching = q ? ranked.filter(({ u }) => u.email.includes(q) || u.name.toLowerCase().includes(q)) : ranked;
+    const { rows, pager } = paginate(matching, req.query.page, USERS_PER_PAGE, '/admin/users', { q });
     renderPage(deps, req, res, 'admin-users', {
-      title: t(req)('admin.users.title'), area: 'admin', nav: 'users', all: stats.allUsers(), unmanaged: stats.unmanaged(), cliproxyLine, usageLine,
+      title: t(req)('admin.users.title'), area: 'admin', nav: 'users', all, board: { q, rows, pager }, unmanaged: stats.unmanaged(), cliproxyLine, usageLine,
     });
   });
 
-  r.get('/admin/users/:email', adminOnly, (req, res, next) => {
+  r.get('/admin/users/:email', adminOnly, async (req, res, next) => {
     const email = String(req.params.email).toLowerCase();
     if (!store.getUser(email)) return next();
-    renderPage(deps, req, res, 'admin-user', { title: email, area: 'admin', nav: 'users', stats: stats.userStats(email, 30) });
+    renderPage(deps, req, res, 'admin-user', { title: email, area: 'admin', nav: 'users', stats: await stats.userStats(email, 30) });
   });
 
   r.get('/admin/pool', adminOnly, (req, res) => {

@@ -1,3 +1,5 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { Router } from 'express';
 import { z } from 'zod';
 import { badRequest, forbidden, notFound, unauthorized } from '../errors.js';
@@ -62,14 +64,14 @@ export function apiRouter(deps: WebDeps): Router {
     res.json(stats.myKeys(who));
   });
 
-  r.get('/api/user-stats/:email', (req, res) => {
+  r.get('/api/user-stats/:email', async (req, res) => {
     const actor = actorFromRequest(req, deps);
     requireUserOrAdmin(actor);
     const who = String(req.params.email).trim().toLowerCase();
     if (actor.kind !== 'admin' && !(actor.kind === 'user' && actor.email === who)) throw forbidden('You may see only your own statistics.');
     const days = parseDays(req.query.days, 30);
     if (!store.getUser(who)) throw notFound('No such user.');
-    res.json(stats.userStats(who, days));
+    res.json(await stats.userStats(who, days));
   });
 
   r.post('/api/sync-usage', async (req, res) => {
@@ -86,11 +88,14 @@ export function apiRouter(deps: WebDeps): Router {
 
   r.get('/api/all-users-stats', (req, res) => {
     requireAdmin(actorFromRequest(req, deps));
-    res.json({ ...stats.allUsers(), unmanaged: stats.unmanaged() });
+    const { body, etag } = stats.allUsersJson();
+    res.set('ETag', etag).type('json');
+    if (req.fresh) return res.status(304).end();
+    res.send(body);
   });
 
   /** CSV by day and model: a key holder gets their own usage; an admin everyone's (or ?email=). */
-  r.get('/api/usage.csv', (req, res) => {
+  r.get('/api/usage.csv', async (req, res) => {
     const actor = actorFromRequest(req, deps);
     requireUserOrAdmin(actor);
     const days = parseDays(req.query.days, 90);
@@ -98,8 +103,7 @@ export function apiRouter(deps: WebDeps): Router {
     if (actor.kind === 'admin' && typeof req.query.email === 'string') emails = [req.query.email.trim().toLowerCase()];
     res.type('text/csv; charset=utf-8');
     res.attachment(`usage-${emails?.length === 1 ? emails[0]!.replace(/[^\w.@-]/g, '_') : 'all'}-${days}d.csv`);
-    for (const line of stats.csv(emails, days)) res.write(line);
-    res.end();
+    await pipeline(Readable.from(stats.csv(emails, days)), res);
   });
 
   return r;

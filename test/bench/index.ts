@@ -2,10 +2,11 @@
 import os from 'node:os';
 import { benchMemory } from './memory.js';
 import { benchRegistrations } from './registrations.js';
+import { benchStats } from './stats.js';
 import { benchUsage } from './usage.js';
 
 const only = process.argv[2];
-const NAMES = ['registrations', 'memory', 'usage'];
+const NAMES = ['registrations', 'memory', 'usage', 'stats'];
 if (only && !NAMES.includes(only)) {
   console.error(`unknown benchmark "${only}": choose one of ${NAMES.join(', ')}, or none for all`);
   process.exit(2);
@@ -14,6 +15,7 @@ const benches: [string, () => Promise<void>][] = [
   ['registrations', benchRegistrations],
   ['memory', benchMemory],
   ['usage', benchUsage],
+  ['stats', benchStats],
 ];
 
 console.log(`key-portal benchmarks — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`);

@@ -74,6 +74,7 @@ describe('kill -9 in the middle of a registration storm', () => {
         if (revoked.has(key)) assert.equal(record.status, 'revoked', 'an answered revocation is on disk');
         else if (!revoking.has(key)) assert.ok(store.getUser(email)?.api_keys.includes(key), 'an answered key is still its holder’s');
       }
+      await store.close();
     }
     t.diagnostic(`${rounds} kills; ${answered.size} registrations and ${revoked.size} revocations answered before them`);
     assert.ok(answered.size > rounds * 10, `the storms were real: ${answered.size} keys answered, ${revoked.size} revoked`);

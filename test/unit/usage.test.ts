@@ -2,6 +2,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { UsageLedger } from '../../src/usage/ledger.js';
 import { toStoredEvent } from '../../src/usage/record.js';
+import { rm } from 'node:fs/promises';
+import { silentLogger } from '../../src/log.js';
+import { KeysStore } from '../../src/store/keys-store.js';
+import { Ingestor } from '../../src/usage/ingest.js';
+import { ManualClock } from '../support/clock.js';
+import { tempDir } from '../support/harness.js';
 
 const resolve = (k: string) => (k === 'usr_pool_0001_aa' ? { id: '0001', managed: true } : { id: 'hx', managed: false });
 const v7 = {
@@ -42,7 +48,7 @@ describe('usage records', () => {
 });
 
 describe('usage ledger', () => {
-  it('puts a +08:00 record on its day in TIMEZONE, not on the UTC day', () => {
+  it('puts a +08:00 record on its day in TIMEZONE, not on the UTC day', async () => {
     const shanghai = new UsageLedger('Asia/Shanghai');
     const utc = new UsageLedger('UTC');
     const e = toStoredEvent(v7, resolve, 0)!; // 00:30 on the 23rd in Shanghai = 16:30 on the 22nd UTC
@@ -50,19 +56,16 @@ describe('usage ledger', () => {
     utc.add(e);
     const now = Date.parse('2026-11-23T02:00:00Z');
     assert.equal(shanghai.today('0001', now).requests, 1);
-    assert.equal(shanghai.series(['0001'], 2, now).by_day.map((d) => `${d.day}:${d.requests}`).join(), '2026-11-22:0,2026-11-23:1');
-    assert.equal(utc.series(['0001'], 2, now).by_day.map((d) => `${d.day}:${d.requests}`).join(), '2026-11-22:1,2026-11-23:0');
+    assert.equal((await shanghai.series(['0001'], 2, now)).by_day.map((d) => `${d.day}:${d.requests}`).join(), '2026-11-22:0,2026-11-23:1');
+    assert.equal((await utc.series(['0001'], 2, now)).by_day.map((d) => `${d.day}:${d.requests}`).join(), '2026-11-22:1,2026-11-23:0');
   });
 
-  it('counts failed attempts apart, without tokens, and survives a round trip through JSON', () => {
+  it('counts failed attempts apart and without tokens', () => {
     const l = new UsageLedger('Asia/Shanghai');
     l.add(toStoredEvent(v7, resolve, 0)!);
     l.add(toStoredEvent({ ...v7, failed: true }, resolve, 0)!);
     const t = l.totals('0001');
     assert.deepEqual([t.requests, t.failed, t.tokens], [1, 1, 59]);
-    const copy = new UsageLedger('Asia/Shanghai');
-    copy.load(JSON.parse(JSON.stringify(l.toJSON())));
-    assert.deepEqual(copy.totals('0001'), t);
   });
 
   it('knows when the day ends in its zone, across daylight-saving changes', () => {
@@ -75,14 +78,97 @@ describe('usage ledger', () => {
   });
 });
 
+const rowsOf = async (l: UsageLedger, id: string, days: number, now: number) => {
+  const out: string[] = [];
+  for (const day of l.daysWithin(days, now)) await l.eachDay([day], (_d, b) => l.rowsOf(b, [id], (_id, model, c) => out.push(`${day} ${model} ${JSON.stringify(c)}`)));
+  return out;
+};
+
 describe('usage checkpoints', () => {
-  it('stream the aggregates as one line per key, so no single string has to hold them all', () => {
+  const roundTrip = (l: UsageLedger, tz: string, today: string): UsageLedger => {
+    const copy = new UsageLedger(tz, 30);
+    copy.restore(JSON.parse(JSON.stringify(l.index())), l.encodeTotals());
+    for (const unit of l.allUnits()) copy.loadUnit(unit, Buffer.concat(l.encodeUnit(unit, unit.slice(2) >= today)));
+    return copy;
+  };
+
+  it('keep every day, hour, model and field through the binary unit files, with large and odd values', async () => {
+    const l = new UsageLedger('Asia/Shanghai', 30);
+    const now = Date.parse('2026-11-22T10:00:00Z');
+    const big = 2 ** 40 + 3; // beyond 32 bits: a token count that must not wrap
+    for (let k = 0; k < 40; k++) {
+      for (let d = 0; d < 20; d++) {
+        const t = now - d * 86_400_000 - k * 1000;
+        l.add({ k: `k${k}`, m: `m${d % 3}`, t, tok: k === 7 ? big : k * 10 + d, in: k, out: d, rea: k % 2, cac: 5 });
+        l.add({ k: `k${k}`, m: `m${d % 3}`, t, tok: 0, in: 0, out: 0, rea: 0, cac: 0, f: 1 });
+      }
+    }
+    l.add({ k: 'hx', m: 'm0', t: now, tok: 3, in: 1, out: 1, rea: 0, cac: 0, x: 1 }); // tokens below in + out
+    const copy = roundTrip(l, 'Asia/Shanghai', '2026-11-22');
+    assert.deepEqual(copy.totals('k7'), l.totals('k7'));
+    assert.equal(copy.totals('k7').tokens, 20 * big);
+    assert.deepEqual(await copy.series(['k3', 'k7'], 30, now), await l.series(['k3', 'k7'], 30, now));
+    assert.equal((await copy.series(['k3'], 30, now)).by_day.reduce((s, d) => s + d.requests, 0), 20);
+    assert.deepEqual(await rowsOf(copy, 'k5', 30, now), await rowsOf(l, 'k5', 30, now));
+    assert.deepEqual(copy.unmanagedIds(), ['hx']);
+    assert.equal(copy.totals('hx').tokens, 3);
+    // A late record for a frozen day thaws it and counts.
+    copy.add({ k: 'k5', m: 'm0', t: now - 9 * 86_400_000, tok: 1, in: 1, out: 0, rea: 0, cac: 0 });
+    assert.ok(copy.dirtyUnits().includes('d:2026-11-13'));
+    assert.equal((await copy.series(['k5'], 30, now)).by_day.find((d) => d.day === '2026-11-13')!.requests, 2);
+  });
+
+  it('leave old days on disk, read them for queries and exports, and warm one for a late record', async () => {
+    const dir = await tempDir();
+    const clock = new ManualClock(Date.parse('2026-08-01T04:00:00Z'));
+    const open = async () => {
+      const store = await KeysStore.open(dir, 'usr_pool_', silentLogger());
+      const ledger = new UsageLedger('Asia/Shanghai', 14);
+      const ingestor = await Ingestor.open({ dataDir: dir, store, ledger, log: silentLogger(), clock });
+      return { store, ledger, ingestor, close: async () => { await ingestor.close(); await store.close(); } };
+    };
+    try {
+      let p = await open();
+      const raw = (t: number, key = 'sk-x') => ({ timestamp: new Date(t).toISOString(), api_key: key, model: 'm', failed: false, tokens: { input_tokens: 2, output_tokens: 1, total_tokens: 3 } });
+      for (let d = 0; d < 90; d++) {
+        await p.ingestor.ingest([raw(clock.now()), raw(clock.now() + 1000)]);
+        clock.advance(86_400_000);
+        if (d % 10 === 9) await p.ingestor.checkpoint();
+      }
+      const id = p.ledger.unmanagedIds()[0]!;
+      const now = clock.now();
+      const before = await p.ledger.series([id], 91, now); // the first day is 90 days back
+      await p.close();
+      p = await open();
+      const held = p.ledger.allUnits().length;
+      assert.ok(held >= 90, `${held} units on disk`);
+      assert.ok(p.ledger.rowCount <= 33, `only recent days are in memory (${p.ledger.rowCount} rows)`);
+      const after = await p.ledger.series([id], 91, now);
+      assert.deepEqual(after, before);
+      assert.equal(after.by_day.reduce((s, d) => s + d.requests, 0), 180);
+      assert.equal((await rowsOf(p.ledger, id, 91, now)).length, 90);
+      // A late record for a day 60 days back: the day is read, counted and written again.
+      await p.ingestor.ingest([raw(now - 60 * 86_400_000)]);
+      await p.close();
+      p = await open();
+      const late = await p.ledger.series([id], 91, now);
+      assert.equal(late.by_day.reduce((s, d) => s + d.requests, 0), 181);
+      assert.equal(p.ledger.totals(id).requests, 181);
+      await p.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+  it('read the JSON aggregates of earlier versions', async () => {
     const l = new UsageLedger('UTC');
-    for (let k = 0; k < 50; k++) l.add({ k: `k${k}`, m: 'm', t: Date.parse('2026-11-22T10:00:00Z'), tok: k, in: k, out: 0, rea: 0, cac: 0 });
-    const lines = [...l.entryLines()];
-    assert.equal(lines.length, 50);
-    const copy = new UsageLedger('UTC');
-    for (const line of lines) { const [id, e] = JSON.parse(line); copy.loadEntry(id, e); }
-    assert.deepEqual(copy.totals('k49'), l.totals('k49'));
+    l.loadLegacyEntry('k1', {
+      total: { requests: 3, failed: 1, tokens: 30, input: 20, output: 10 }, last_used: Date.parse('2026-11-22T10:00:00Z'), unmanaged: false,
+      days: { '2026-11-21': { a: { requests: 1, tokens: 10 } }, '2026-11-22': { a: { requests: 2, failed: 1, tokens: 20 } } },
+      hours: { '2026-11-22T10': { a: { requests: 2, tokens: 20 } } },
+    });
+    const now = Date.parse('2026-11-22T11:00:00Z');
+    assert.deepEqual([l.totals('k1').requests, l.today('k1', now).requests, l.today('k1', now).failed], [3, 2, 1]);
+    assert.equal((await l.series(['k1'], 2, now)).by_hour.find((h) => h.hour === '2026-11-22T10')!.tokens, 20);
+    assert.deepEqual(l.dirtyUnits(), ['d:2026-11-21', 'd:2026-11-22', 'h:2026-11-22']);
   });
 });
