@@ -76,6 +76,7 @@ const schema = z.object({
   USAGE_SOURCE: z.enum(['auto', 'subscribe', 'queue', 'snapshot'],
     { message: 'must be one of auto, subscribe, queue, snapshot' }).default('auto'),
   USAGE_CRON: cronExpr.default('*/5 * * * * *'),
+  USAGE_CHECKPOINT_CRON: cronExpr.default('*/30 * * * * *'),
   RECONCILE_CRON: cronExpr.default('*/30 * * * * *'),
   STATS_TTL_MS: int(0, 3_600_000).default(5000),
   TIMEZONE: timeZone.default(Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC'),

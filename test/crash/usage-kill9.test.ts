@@ -19,7 +19,8 @@ for (const mode of ['queue', 'subscribe'] as const) {
       const fake = await FakeCliproxy.start({ apiKeys: ['sk-ops'], reloadDelayMs: 5 });
       fake.retentionSeconds = 3600;
       const dataDir = await tempDir(`kp-usage-crash-${mode}-`);
-      const env = { CLIPROXY_URL: fake.url, CLIPROXY_MANAGEMENT_KEY: MANAGEMENT_KEY, USAGE_SOURCE: mode, USAGE_CRON: '* * * * * *', POOL_SIZE: '10' };
+      const env = { CLIPROXY_URL: fake.url, CLIPROXY_MANAGEMENT_KEY: MANAGEMENT_KEY, USAGE_SOURCE: mode, USAGE_CRON: '* * * * * *', POOL_SIZE: '10',
+        USAGE_CHECKPOINT_CRON: '* * * * * *' }; // checkpoints every second, so kills land in and around them
       const kills: number[] = [];
       try {
         let portal = await spawnPortal(dataDir, env);
@@ -53,6 +54,9 @@ for (const mode of ['queue', 'subscribe'] as const) {
         assert.equal(new Set(ids).size, ids.length, 'no record is in the log twice');
         const produced = fake.produced.filter((r) => r.api_key === key).map((r) => r.request_id as string);
         assert.equal(counted, ids.length, 'the stats count exactly what the log holds');
+        const saved = JSON.parse(readFileSync(path.join(dataDir, 'usage.json'), 'utf8')) as { generation: number; units: Record<string, string> };
+        assert.ok(saved.generation >= 3, `checkpoints ran between the kills (${saved.generation})`);
+        for (const name of Object.values(saved.units)) assert.ok(readFileSync(path.join(dataDir, 'usage', 'agg', name)).length > 4, `${name} is whole`);
         const onDisk = new Set(ids);
         const missing = produced.filter((id) => !onDisk.has(id));
         for (const id of missing) {
