@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import { adminApiRouter } from './web/admin-api.js';
+import { adminKeysRouter } from './web/admin-keys.js';
 import { adminPagesRouter } from './web/admin-pages.js';
 import { apiRouter } from './web/api.js';
 import type { AppDeps, WebDeps } from './web/deps.js';
@@ -58,6 +59,7 @@ export function createApp(appDeps: AppDeps): Express {
   app.use(healthRouter(deps));
   app.use(apiRouter(deps));
   app.use(adminApiRouter(deps));
+  app.use(adminKeysRouter(deps));
   app.use(pagesRouter(deps));
   app.use(adminPagesRouter(deps));
 

@@ -19,6 +19,7 @@ import type { AppDeps } from './web/deps.js';
 import { UsageLedger } from './usage/ledger.js';
 import { StatsService } from './usage/stats.js';
 import { Ingestor } from './usage/ingest.js';
+import { QuotaService } from './keys/quota.js';
 import { UsageService } from './usage/service.js';
 
 export interface Portal extends AppDeps {
@@ -95,7 +96,14 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     jobs.add({ name: 'usage-checkpoint', schedule: config.USAGE_CHECKPOINT_CRON, run: () => ingestor.checkpoint() });
     jobs.add({ name: 'usage-retention', schedule: '17 3 * * *', run: () => ingestor.removeOldEvents(config.USAGE_EVENTS_RETENTION_DAYS) });
     const stats = new StatsService({ store, ledger, clock, ttlMs: config.STATS_TTL_MS });
-    const deps: AppDeps = { config, store, keys, reconciler, cliproxy, audit, log, clock, adminToken, sessionSecret, ledger, stats, usage };
+    const quota = new QuotaService({ store, ledger, keys, reconciler, audit, log, clock });
+    ingestor.onCounted = (ids) => {
+      quota.enforce(ids).catch((err) => log.error({ module: 'quota', err }, 'could not enforce daily limits'));
+    };
+    // Quota suspensions lift at midnight in TIMEZONE; the sweep catches expiries and a missed midnight.
+    jobs.add({ name: 'quota-midnight', schedule: '0 0 0 * * *', timezone: config.TIMEZONE, run: () => quota.reinstateDue() });
+    jobs.add({ name: 'quota-sweep', schedule: '*/5 * * * * *', run: () => quota.sweep() });
+    const deps: AppDeps = { config, store, keys, reconciler, cliproxy, audit, log, clock, adminToken, sessionSecret, ledger, stats, usage, quota };
     const app = createApp(deps);
     const server = await listen(app, config.PORT, config.HOST);
     cleanups.push(() => closeServer(server));
@@ -110,7 +118,7 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     const ready = jobs.runNow('reconcile');
     // The usage source is picked (and subscribed) after the first reconcile has answered: a wrong
     // management key then costs one failed login, not one per parallel first call.
-    void ready.then(() => jobs.runNow('usage'));
+    void ready.then(() => Promise.all([jobs.runNow('usage'), jobs.runNow('quota-sweep')]));
     const url = `http://${config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST}:${port}`;
     log.info({ module: 'main', port, pool: store.poolStatus() }, `key-portal listening on ${url}`);
 

@@ -29,6 +29,9 @@ export class JobRegistry {
     this.jobs.set(job.name, job);
   }
 
+  /** A registered job (its schedule and zone), for tests and the status page. */
+  get(name: string): Job | undefined { return this.jobs.get(name); }
+
   /** Runs a job now (skipped if it is already running), logging instead of throwing. */
   runNow(name: string): Promise<void> {
     const job = this.jobs.get(name);

@@ -18,6 +18,18 @@ export function auditActor(actor: Actor): AuditActor {
   return actor.kind === 'user' ? `user:${actor.email}` : actor.kind;
 }
 
+/**
+ * Appends to the audit log. The change it records is already durable, so a failing audit disk is
+ * logged loudly rather than turned into an error for a request that succeeded.
+ */
+export async function recordAudit(d: { audit: AuditLog; log: Logger }, actor: Actor, action: string, keyId?: string, details?: Record<string, unknown>): Promise<void> {
+  try {
+    await d.audit.record(auditActor(actor), action, keyId, details);
+  } catch (err) {
+    d.log.error({ module: 'audit', err, action, key_id: keyId }, 'could not write the audit log');
+  }
+}
+
 export interface IssuedKey {
   key: string;
   key_id: string;
@@ -110,7 +122,7 @@ export class KeyService {
    * Revokes a key for good. Presenting the full key proves you hold it; naming it by id needs the
    * owner's key or admin. A fresh key is minted so the pool keeps its spare count.
    */
-  async revoke(ref: { key?: string; key_id?: string }, actor: Actor): Promise<{ key_id: string }> {
+  async revoke(ref: { key?: string; key_id?: string }, actor: Actor, reason?: string): Promise<{ key_id: string }> {
     if (ref.key === undefined && actor.kind === 'anonymous') throw unauthorized('Present the key, or sign in, to revoke it.');
     const { key, record } = this.find(ref);
     const heldByActor = ref.key !== undefined;
@@ -123,7 +135,7 @@ export class KeyService {
     this.store.revoke(key, new Date(this.deps.clock.now()));
     this.store.mint(1);
     await this.store.commit();
-    await this.audit(actor, 'key.revoke', keyId, { email: record.email });
+    await this.audit(actor, 'key.revoke', keyId, { email: record.email, ...(reason ? { reason } : {}) });
     this.deps.log.info({ module: 'keys', key_id: keyId }, 'key revoked');
     await this.pushNow();
     return { key_id: keyId };
@@ -139,16 +151,8 @@ export class KeyService {
     return { minted: ids.length, first_id: ids[0] ?? null, last_id: ids.at(-1) ?? null };
   }
 
-  /**
-   * Appends to the audit log. The change it records is already durable, so a failing audit disk is
-   * logged loudly rather than turned into an error for a request that succeeded.
-   */
-  private async audit(actor: Actor, action: string, keyId?: string, details?: Record<string, unknown>): Promise<void> {
-    try {
-      await this.deps.audit.record(auditActor(actor), action, keyId, details);
-    } catch (err) {
-      this.deps.log.error({ module: 'audit', err, action, key_id: keyId }, 'could not write the audit log');
-    }
+  private audit(actor: Actor, action: string, keyId?: string, details?: Record<string, unknown>): Promise<void> {
+    return recordAudit(this.deps, actor, action, keyId, details);
   }
 
   /** Masked view of a key for lists. */

@@ -1,4 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
 import path from 'node:path';
 import type { Clock } from '../clock.js';
 
@@ -53,6 +54,52 @@ export class AuditLog {
       }
     } finally {
       this.writing = null;
+    }
+  }
+
+  /**
+   * Entries newest first, `offset` matching entries skipped, at most `limit` returned; `more` says
+   * whether older matching entries exist. Reads the file backwards in chunks, so the newest page of
+   * a long log costs a few kilobytes, not the whole file.
+   */
+  async page(o: { offset: number; limit: number; match?: (e: AuditEntry) => boolean }): Promise<{ entries: AuditEntry[]; more: boolean }> {
+    while (this.writing) await this.writing;
+    let fh: FileHandle;
+    try { fh = await open(this.file, constants.O_RDONLY); } catch { return { entries: [], more: false }; }
+    try {
+      const entries: AuditEntry[] = [];
+      let skipped = 0;
+      let pos = (await fh.stat()).size;
+      let carry = Buffer.alloc(0);
+      const take = (line: Buffer): boolean => { // true when the page is full and one more exists
+        if (!line.length) return false;
+        let e: AuditEntry;
+        try { e = JSON.parse(line.toString('utf8')) as AuditEntry; } catch { return false; }
+        if (o.match && !o.match(e)) return false;
+        if (skipped < o.offset) { skipped++; return false; }
+        if (entries.length === o.limit) return true;
+        entries.push(e);
+        return false;
+      };
+      while (pos > 0) {
+        const size = Math.min(65_536, pos);
+        pos -= size;
+        const chunk = Buffer.alloc(size);
+        await fh.read(chunk, 0, size, pos);
+        let buf = Buffer.concat([chunk, carry]);
+        let end = buf.length;
+        for (let i = buf.length - 1; i >= 0; i--) {
+          if (buf[i] !== 10) continue;
+          if (take(buf.subarray(i + 1, end))) return { entries, more: true };
+          end = i;
+        }
+        carry = buf.subarray(0, end);
+        buf = carry;
+      }
+      if (take(carry)) return { entries, more: true };
+      return { entries, more: false };
+    } finally {
+      await fh.close();
     }
   }
 

@@ -16,8 +16,23 @@ export interface KeyRecord {
   readonly daily_token_limit: number;
   readonly issued_by: string;
   readonly revoked_at: string | null;
+  /** When the key is revoked by itself (ISO), or null. */
+  readonly expires_at?: string | null;
+  /** Why and until when a suspended key is out of CLIProxyAPI. */
+  readonly suspension?: Suspension | null;
+  /** An admin reset: today's usage up to then no longer counts against the limits. */
+  readonly quota_reset?: QuotaReset | null;
   readonly [extra: string]: unknown;
 }
+
+export interface Suspension {
+  reason: 'daily_limit' | 'daily_token_limit' | 'admin';
+  at: string;
+  /** When it lifts by itself (the next midnight in TIMEZONE); null for an admin's suspension. */
+  until: string | null;
+}
+
+export interface QuotaReset { day: string; requests: number; tokens: number }
 
 export interface UserRecord {
   readonly email: string;

@@ -11,7 +11,7 @@ import { keyIdOf, keyIndex, newKey } from '../keys/format.js';
 import type { Logger } from '../log.js';
 
 export { FORMAT_VERSION };
-export type { KeyRecord, KeyStatus, PoolFile, UserKeysFile, UserRecord } from './key-files.js';
+export type { KeyRecord, KeyStatus, PoolFile, QuotaReset, Suspension, UserKeysFile, UserRecord } from './key-files.js';
 
 export interface PoolStatus { total: number; unused: number; assigned: number; retired: number }
 

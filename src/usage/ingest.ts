@@ -43,6 +43,8 @@ export class Ingestor {
   private unwritten: StoredEvent[] = [];
   /** Fingerprints of first-generation records already counted (rebuilt from the log after a crash). */
   readonly seen = new SeenFingerprints();
+  /** Told the ids of managed keys whose usage was just counted (quota enforcement listens). */
+  onCounted: ((keyIds: Set<string>) => void) | null = null;
   lastRecordAt: number | null = null;
   lastIngestAt: number | null = null;
   lastError: string | null = null;
@@ -101,7 +103,13 @@ export class Ingestor {
         this.d.log.error({ module: 'usage', err, held: batch.length }, 'storing usage records failed; records held in memory');
         throw err;
       }
-      for (const e of batch) { this.d.ledger.add(e); this.noteCounted(e); }
+      const counted = new Set<string>();
+      for (const e of batch) {
+        this.d.ledger.add(e);
+        this.noteCounted(e);
+        if (e.x !== 1 && !e.f) counted.add(e.k);
+      }
+      if (counted.size) this.onCounted?.(counted);
       this.lastIngestAt = now;
       this.lastError = null;
       return events.length;

@@ -82,6 +82,18 @@ export class UsageLedger {
     return t;
   }
 
+  /** The zone's offset at an instant as '+08:00'. */
+  offsetLabel(at: number): string {
+    const m = Math.round(this.offsetAt(at) / 60_000);
+    const a = Math.abs(m);
+    return `${m < 0 ? '-' : '+'}${String(Math.floor(a / 60)).padStart(2, '0')}:${String(a % 60).padStart(2, '0')}`;
+  }
+
+  /** An instant as 'YYYY-MM-DDTHH:MM' on the zone's wall clock (for datetime-local fields). */
+  wallClock(at: number): string {
+    return new Date(at + this.offsetAt(at)).toISOString().slice(0, 16);
+  }
+
   /** The zone's offset from UTC at an instant, in ms. */
   private offsetAt(at: number): number {
     const p = Object.fromEntries(this.fullFmt.formatToParts(at).map((x) => [x.type, x.value]));
@@ -273,6 +285,23 @@ export class UsageLedger {
     const s = this.slotOf.get(keyId);
     if (s !== undefined) this.days.get(this.dayHour(now).day)?.forSlot(s, (_m, r) => addRow(c, r));
     return c;
+  }
+
+  /** Every key with usage on the calendar day of `now`, with its counts for the day. */
+  todayByKey(now: number, fn: (keyId: string, c: Counts, unmanaged: boolean) => void): void {
+    const b = this.days.get(this.dayHour(now).day);
+    if (!b) return;
+    let slot = -1;
+    let c = zero();
+    b.forEach((s, _m, r) => {
+      if (s !== slot) {
+        if (slot >= 0) fn(this.ids[slot]!, c, this.unmanagedCol[slot] === 1);
+        slot = s;
+        c = zero();
+      }
+      addRow(c, r);
+    });
+    if (slot >= 0) fn(this.ids[slot]!, c, this.unmanagedCol[slot] === 1);
   }
 
   /** Ids of keys seen in usage that the portal does not manage (the `unmanaged` bucket). */

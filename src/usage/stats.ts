@@ -3,16 +3,26 @@ import type { Clock } from '../clock.js';
 import { keyIdOf, maskKey } from '../keys/format.js';
 import type { KeysStore } from '../store/keys-store.js';
 import type { UsageLedger } from './ledger.js';
+import { usedToday } from '../keys/quota.js';
+import type { Suspension } from '../store/keys-store.js';
 
 export interface KeyView {
   key_id: string;
   masked: string;
+  email: string | null;
   label: string;
   status: string;
   daily_limit: number;
   daily_token_limit: number;
+  expires_at: string | null;
   created_at: string;
+  issued_by: string;
+  revoked_at: string | null;
+  /** Why a suspended key is out of CLIProxyAPI, and when it comes back (null: when an admin says so). */
+  suspension: Suspension | null;
   today: { requests: number; tokens: number };
+  /** Today's use that counts against the limits (an admin reset sets earlier use aside), and what is left. */
+  quota: { requests: number; tokens: number; remaining_requests: number | null; remaining_tokens: number | null; resets_at: string };
   totals: { requests: number; tokens: number; failed: number };
   last_used: string | null;
 }
@@ -68,32 +78,88 @@ export class StatsService {
     const { store, ledger, clock } = this.d;
     const r = store.getKey(key)!;
     const id = keyIdOf(store.prefix, key);
+    const now = clock.now();
     const t = ledger.totals(id);
-    const today = ledger.today(id, clock.now());
+    const today = ledger.today(id, now);
+    const used = usedToday(ledger, now, id, r);
     return {
-      key_id: id, masked: maskKey(store.prefix, key), label: r.label, status: r.status,
-      daily_limit: r.daily_limit, daily_token_limit: r.daily_token_limit, created_at: r.created_at,
+      key_id: id, masked: maskKey(store.prefix, key), email: r.email, label: r.label, status: r.status,
+      daily_limit: r.daily_limit, daily_token_limit: r.daily_token_limit, expires_at: r.expires_at ?? null,
+      created_at: r.created_at, issued_by: r.issued_by, revoked_at: r.revoked_at, suspension: r.suspension ?? null,
       today: { requests: today.requests, tokens: today.tokens },
+      quota: {
+        requests: used.requests, tokens: used.tokens,
+        remaining_requests: r.daily_limit ? Math.max(0, r.daily_limit - used.requests) : null,
+        remaining_tokens: r.daily_token_limit ? Math.max(0, r.daily_token_limit - used.tokens) : null,
+        resets_at: new Date(ledger.nextDayStart(now)).toISOString(),
+      },
       totals: { requests: t.requests, tokens: t.tokens, failed: t.failed },
       last_used: t.last_used ? new Date(t.last_used).toISOString() : null,
     };
   }
 
-  /** GET /usage: one key today against its limits (0 = unlimited → remaining null), and its totals. */
+  /**
+   * GET /admin/keys: issued keys (never unused pool keys), newest first, filtered by status and by a
+   * search over key id, label and owner, one page at a time.
+   */
+  adminKeys(o: { status?: string; q?: string; email?: string; offset: number; limit: number }): { keys: KeyView[]; total: number } {
+    const { store } = this.d;
+    const q = o.q?.toLowerCase();
+    const matching: string[] = [];
+    for (const [k, r] of store.entries()) {
+      if (o.status && r.status !== o.status) continue;
+      if (o.email && r.email !== o.email) continue;
+      if (q && !(keyIdOf(store.prefix, k).includes(q) || r.label.toLowerCase().includes(q) || (r.email ?? '').includes(q))) continue;
+      matching.push(k);
+    }
+    // Newest first: the pool index grows with every key minted.
+    matching.sort((a, b) => Number(keyIdOf(store.prefix, b)) - Number(keyIdOf(store.prefix, a)));
+    return { keys: matching.slice(o.offset, o.offset + o.limit).map((k) => this.keyView(k)), total: matching.length };
+  }
+
+  /** GET /admin/usage: every key used today (tokens descending) and the day's totals. */
+  todayUsage() {
+    const { store, ledger, clock } = this.d;
+    const now = clock.now();
+    const keys: { key_id: string; email: string | null; label: string; status: string; requests: number; tokens: number; failed: number;
+      daily_limit: number; daily_token_limit: number; quota_requests: number; quota_tokens: number }[] = [];
+    const unmanaged: { id: string; requests: number; tokens: number; failed: number }[] = [];
+    const totals = { requests: 0, tokens: 0, failed: 0 };
+    ledger.todayByKey(now, (id, c, isUnmanaged) => {
+      totals.requests += c.requests;
+      totals.tokens += c.tokens;
+      totals.failed += c.failed;
+      const key = isUnmanaged ? undefined : store.keyById(id);
+      const r = key ? store.getKey(key) : undefined;
+      if (!key || !r) { unmanaged.push({ id, requests: c.requests, tokens: c.tokens, failed: c.failed }); return; }
+      const used = usedToday(ledger, now, id, r);
+      keys.push({ key_id: id, email: r.email, label: r.label, status: r.status, requests: c.requests, tokens: c.tokens, failed: c.failed,
+        daily_limit: r.daily_limit, daily_token_limit: r.daily_token_limit, quota_requests: used.requests, quota_tokens: used.tokens });
+    });
+    keys.sort((a, b) => b.tokens - a.tokens || b.requests - a.requests);
+    return { day: ledger.dayHour(now).day, time_zone: ledger.timeZone, reset_at: new Date(ledger.nextDayStart(now)).toISOString(), totals, keys, unmanaged };
+  }
+
+  /**
+   * GET /usage: one key today against its limits (0 = unlimited → remaining null), its status (with
+   * the suspension and when it lifts), and its totals. `counted` is what the limits see today.
+   */
   keyUsage(key: string) {
     const { store, ledger, clock } = this.d;
     const r = store.getKey(key)!;
     const id = keyIdOf(store.prefix, key);
     const now = clock.now();
     const today = ledger.today(id, now);
+    const used = usedToday(ledger, now, id, r);
     const t = ledger.totals(id);
     return {
-      key_id: id, status: r.status, day: ledger.dayHour(now).day, time_zone: ledger.timeZone,
-      today: { requests: today.requests, tokens: today.tokens, failed: today.failed },
+      key_id: id, status: r.status, suspension: r.suspension ?? null, expires_at: r.expires_at ?? null,
+      day: ledger.dayHour(now).day, time_zone: ledger.timeZone,
+      today: { requests: today.requests, tokens: today.tokens, failed: today.failed, counted_requests: used.requests, counted_tokens: used.tokens },
       limits: { daily_limit: r.daily_limit, daily_token_limit: r.daily_token_limit },
       remaining: {
-        requests: r.daily_limit ? Math.max(0, r.daily_limit - today.requests) : null,
-        tokens: r.daily_token_limit ? Math.max(0, r.daily_token_limit - today.tokens) : null,
+        requests: r.daily_limit ? Math.max(0, r.daily_limit - used.requests) : null,
+        tokens: r.daily_token_limit ? Math.max(0, r.daily_token_limit - used.tokens) : null,
       },
       reset_at: new Date(ledger.nextDayStart(now)).toISOString(),
       totals: { requests: t.requests, tokens: t.tokens, failed: t.failed, last_used: t.last_used ? new Date(t.last_used).toISOString() : null },

@@ -3,7 +3,8 @@ import { pipeline } from 'node:stream/promises';
 import { Router } from 'express';
 import { z } from 'zod';
 import { badRequest, forbidden, notFound, unauthorized } from '../errors.js';
-import { actorFromRequest, requireAdmin, requireUserOrAdmin } from './auth.js';
+import { actorFromRequest, bearerToken, matchKey, requireAdmin, requireUserOrAdmin } from './auth.js';
+import { safeEqual } from '../keys/format.js';
 import type { WebDeps } from './deps.js';
 import { email, keyRef, parseBody, registerBody } from './validate.js';
 
@@ -80,10 +81,13 @@ export function apiRouter(deps: WebDeps): Router {
   });
 
   /** For a key holder: that key today against its limits, and its totals. */
+  /** A key's own usage: any issued, unrevoked key (a trial key has no owner to sign in as). */
   r.get('/usage', (req, res) => {
-    const actor = actorFromRequest(req, deps);
-    if (actor.kind !== 'user') throw unauthorized('Present your key as Authorization: Bearer <key>.');
-    res.json(stats.keyUsage(actor.key));
+    const token = bearerToken(req);
+    const key = token !== undefined && !safeEqual(token, deps.adminToken) ? matchKey(store, token) : undefined;
+    const record = key ? store.getKey(key) : undefined;
+    if (!key || !record || record.status === 'revoked') throw unauthorized('Present your key as Authorization: Bearer <key>.');
+    res.json(stats.keyUsage(key));
   });
 
   r.get('/api/all-users-stats', (req, res) => {

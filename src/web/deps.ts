@@ -8,6 +8,7 @@ import type { Logger } from '../log.js';
 import type { AuditLog } from '../store/audit.js';
 import type { KeysStore } from '../store/keys-store.js';
 import type { StatsService } from '../usage/stats.js';
+import type { QuotaService } from '../keys/quota.js';
 import type { UsageLedger } from '../usage/ledger.js';
 import type { UsageService } from '../usage/service.js';
 import type { Sessions } from './session.js';
@@ -26,6 +27,7 @@ export interface AppDeps {
   sessionSecret: string;
   ledger: UsageLedger;
   stats: StatsService;
+  quota: QuotaService;
   usage: UsageService;
 }
 

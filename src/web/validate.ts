@@ -44,3 +44,42 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.outp
   }
   return result.data;
 }
+
+/** A daily limit: a whole number, 0 meaning unlimited. */
+const limit = z.number({ message: 'must be a number' }).int('must be a whole number').min(0, 'must be 0 (unlimited) or more')
+  .max(1e15, 'is too large');
+
+/** An ISO 8601 date-time (with a zone or offset), normalised to UTC; null clears it. */
+const expiresAt = z.union([
+  z.null(),
+  z.string({ message: 'must be an ISO 8601 date-time or null' }).trim()
+    .refine((s) => /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(s) && !Number.isNaN(Date.parse(s)),
+      'must be an ISO 8601 date-time with a zone, such as 2026-12-31T18:00:00+08:00'),
+]).transform((v) => (v === null ? null : new Date(v).toISOString()));
+
+export const adminKeyBody = z.object({
+  label: text100.optional(), daily_limit: limit.optional(), daily_token_limit: limit.optional(), expires_at: expiresAt.optional(),
+  email: email.optional(), name: text100.optional(),
+});
+
+export const adminKeyPatch = z.object({
+  label: text100.optional(), daily_limit: limit.optional(), daily_token_limit: limit.optional(), expires_at: expiresAt.optional(),
+  status: z.enum(['active', 'suspended'], { message: 'must be "active" or "suspended"' }).optional(),
+});
+
+/**
+ * A form's fields as the JSON API takes them: digits become numbers, an empty field is left out
+ * (or, for `expires_at` when `clearable`, means "none"), and a datetime-local value is read in the
+ * portal's time zone offset given.
+ */
+export function formToJson(body: Record<string, unknown> | undefined, o: { numbers: string[]; clearable?: string[]; offset?: string }): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(body ?? {})) {
+    if (k === '_csrf') continue;
+    if (v === '') { if (o.clearable?.includes(k)) out[k] = null; continue; }
+    if (o.numbers.includes(k) && typeof v === 'string' && /^\d+$/.test(v)) out[k] = Number(v);
+    else if (k === 'expires_at' && typeof v === 'string' && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$/.test(v) && o.offset) out[k] = `${v}${o.offset}`;
+    else out[k] = v;
+  }
+  return out;
+}

@@ -27,7 +27,7 @@ const all = (n: number) => n;
 const OWN_EMAIL = 'owner@matrix.example';
 
 /** Every route of the app, with the status each kind of caller gets. */
-const MATRIX: Record<string, Row> = {
+const MATRIX: Record<string, Row | Row[]> = {
   'GET /healthz': { via: 'api', request: async () => ({ path: '/healthz' }), expect: all(200) },
   'GET /api/key-pool-status': { via: 'api', request: async () => ({ path: '/api/key-pool-status' }), expect: all(200) },
   'POST /api/register-key': {
@@ -66,6 +66,46 @@ const MATRIX: Record<string, Row> = {
     via: 'api', request: async () => ({ path: '/admin/pool', body: { count: 1 } }),
     expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 201 },
   },
+  'POST /admin/keys': [
+    { via: 'api', request: async () => ({ path: '/admin/keys', body: { label: 'matrix', daily_limit: 5 } }),
+      expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 201 } },
+    { via: 'page', request: async () => ({ path: '/admin/keys', body: { label: 'matrix', daily_limit: '5' } }),
+      expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 200 } },
+  ],
+  'GET /admin/keys': [
+    { via: 'api', request: async () => ({ path: '/admin/keys' }), expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 200 } },
+    { via: 'page', request: async () => ({ path: '/admin/keys' }), expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 200 } },
+  ],
+  'GET /admin/keys/:id': [
+    { via: 'api', request: async (c) => ({ path: `/admin/keys/${c.ownKeyId}` }), expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 200 } },
+    { via: 'page', request: async (c) => ({ path: `/admin/keys/${c.ownKeyId}` }), expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 200 } },
+  ],
+  'PATCH /admin/keys/:id': {
+    via: 'api', request: async (c) => ({ path: `/admin/keys/${c.ownKeyId}`, body: { label: 'patched' } }),
+    expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 200 },
+  },
+  'DELETE /admin/keys/:id': {
+    via: 'api', request: async (c) => ({ path: `/admin/keys/${await c.freshOwnKeyId()}` }),
+    expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 200 },
+  },
+  'POST /admin/keys/:id': {
+    via: 'page', request: async (c) => ({ path: `/admin/keys/${c.ownKeyId}`, body: { action: 'update', label: 'form' } }),
+    expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 303 },
+  },
+  'GET /admin/usage': [
+    { via: 'api', request: async () => ({ path: '/admin/usage' }), expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 200 } },
+    { via: 'page', request: async () => ({ path: '/admin/usage' }), expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 200 } },
+  ],
+  'POST /admin/reset-usage': [
+    { via: 'api', request: async (c) => ({ path: '/admin/reset-usage', body: { key_id: c.ownKeyId } }),
+      expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 200 } },
+    { via: 'page', request: async (c) => ({ path: '/admin/reset-usage', body: { key_id: c.ownKeyId } }),
+      expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 303 } },
+  ],
+  'GET /admin/audit': [
+    { via: 'api', request: async () => ({ path: '/admin/audit' }), expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 200 } },
+    { via: 'page', request: async () => ({ path: '/admin/audit' }), expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 200 } },
+  ],
   'GET /': { via: 'page', request: async () => ({ path: '/' }), expect: all(200) },
   'GET /lang/:code': { via: 'page', request: async () => ({ path: '/lang/zh-CN?back=/' }), expect: all(303) },
   'GET /register': { via: 'page', request: async () => ({ path: '/register' }), expect: all(200) },
@@ -162,9 +202,9 @@ describe('the auth matrix', () => {
     };
 
     const failures: string[] = [];
-    for (const [route, row] of Object.entries(MATRIX)) {
+    for (const [route, rows] of Object.entries(MATRIX)) {
       const method = route.split(' ')[0]!;
-      for (const cred of CREDS) {
+      for (const row of [rows].flat()) for (const cred of CREDS) {
         const want = typeof row.expect === 'number' ? row.expect : row.expect[cred];
         const { path, body } = await row.request(ctx);
         let got: number;
@@ -175,7 +215,7 @@ describe('the auth matrix', () => {
           got = (method === 'GET' ? await b.get(path) : await b.post(path, body ?? {})).status;
           if (route.endsWith('sign-out') || route === 'POST /admin/sign-in') await b.restore();
         }
-        if (got !== want) failures.push(`${route} as ${cred}: ${got}, expected ${want}`);
+        if (got !== want) failures.push(`${route} (${row.via}) as ${cred}: ${got}, expected ${want}`);
       }
     }
     assert.deepEqual(failures, []);

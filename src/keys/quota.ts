@@ -1,0 +1,206 @@
+import type { Clock } from '../clock.js';
+import { conflict } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { AuditLog } from '../store/audit.js';
+import type { KeyRecord, KeysStore, Suspension } from '../store/keys-store.js';
+import type { UsageLedger } from '../usage/ledger.js';
+import { keyIdOf } from './format.js';
+import type { Reconciler } from './reconciler.js';
+import { recordAudit, type Actor, type KeyService } from './service.js';
+
+export interface QuotaDeps {
+  store: KeysStore;
+  ledger: UsageLedger;
+  keys: KeyService;
+  reconciler: Reconciler;
+  audit: AuditLog;
+  log: Logger;
+  clock: Clock;
+}
+
+export interface KeyChanges {
+  label?: string;
+  daily_limit?: number;
+  daily_token_limit?: number;
+  expires_at?: string | null;
+  status?: 'active' | 'suspended';
+}
+
+const QUOTA_REASONS = new Set(['daily_limit', 'daily_token_limit']);
+
+/** What counts against a key's limits today: today's usage minus what an admin reset set aside. */
+export function usedToday(ledger: UsageLedger, now: number, keyId: string, record: KeyRecord | undefined): { requests: number; tokens: number } {
+  const t = ledger.today(keyId, now);
+  const reset = record?.quota_reset;
+  if (reset && reset.day === ledger.dayHour(now).day) {
+    return { requests: Math.max(0, t.requests - reset.requests), tokens: Math.max(0, t.tokens - reset.tokens) };
+  }
+  return { requests: t.requests, tokens: t.tokens };
+}
+
+/**
+ * Daily limits, enforced through CLIProxyAPI: a key whose counted usage today reaches its limit is
+ * suspended (the reconciler takes it out of CLIProxyAPI's list) and reinstated at the next midnight
+ * in TIMEZONE, on an admin reset, or when its limit is raised. Keys past `expires_at` are revoked.
+ * Usage history is never touched: a reset only moves the point today's quota counts from.
+ */
+export class QuotaService {
+  constructor(private readonly d: QuotaDeps) {}
+
+  private get store(): KeysStore { return this.d.store; }
+
+  usedToday(key: string, record = this.store.getKey(key)): { requests: number; tokens: number } {
+    return usedToday(this.d.ledger, this.d.clock.now(), keyIdOf(this.store.prefix, key), record);
+  }
+
+  /** The limit a key has reached today, if any. */
+  reached(key: string, record: KeyRecord): 'daily_limit' | 'daily_token_limit' | null {
+    if (!record.daily_limit && !record.daily_token_limit) return null;
+    const used = this.usedToday(key, record);
+    if (record.daily_limit && used.requests >= record.daily_limit) return 'daily_limit';
+    if (record.daily_token_limit && used.tokens >= record.daily_token_limit) return 'daily_token_limit';
+    return null;
+  }
+
+  /** When a quota suspension made now lifts: the next midnight in TIMEZONE. */
+  private nextMidnight(): string {
+    return new Date(this.d.ledger.nextDayStart(this.d.clock.now())).toISOString();
+  }
+
+  /**
+   * After usage was counted: suspends the live keys among `keyIds` that reached a limit, and takes
+   * them out of CLIProxyAPI. Returns the ids suspended.
+   */
+  async enforce(keyIds: Iterable<string>): Promise<string[]> {
+    const suspended: { key: string; id: string; reason: Suspension['reason']; until: string }[] = [];
+    for (const id of keyIds) {
+      const key = this.store.keyById(id);
+      const record = key ? this.store.getKey(key) : undefined;
+      if (!key || !record || (record.status !== 'active' && record.status !== 'pending')) continue;
+      const reason = this.reached(key, record);
+      if (!reason) continue;
+      const suspension: Suspension = { reason, at: new Date(this.d.clock.now()).toISOString(), until: this.nextMidnight() };
+      this.store.updateKey(key, { status: 'suspended', suspension });
+      suspended.push({ key, id, reason, until: suspension.until! });
+    }
+    if (!suspended.length) return [];
+    await this.store.commit();
+    for (const s of suspended) {
+      const record = this.store.getKey(s.key)!;
+      await this.audit({ kind: 'system' }, 'key.suspend', s.id, { reason: s.reason, until: s.until, used: this.usedToday(s.key, record),
+        daily_limit: record.daily_limit, daily_token_limit: record.daily_token_limit });
+    }
+    this.d.log.info({ module: 'quota', key_ids: suspended.map((s) => s.id) }, `suspended ${suspended.length} key(s) that reached a daily limit`);
+    await this.d.reconciler.run();
+    return suspended.map((s) => s.id);
+  }
+
+  /** Midnight (and the sweep after a start that missed it): quota suspensions whose time has come lift. */
+  async reinstateDue(): Promise<string[]> {
+    const now = this.d.clock.now();
+    const due: string[] = [];
+    for (const [key, r] of this.store.entries()) {
+      if (r.status === 'suspended' && r.suspension && QUOTA_REASONS.has(r.suspension.reason) && r.suspension.until && Date.parse(r.suspension.until) <= now) {
+        due.push(key);
+      }
+    }
+    return this.reinstate(due, { kind: 'system' }, 'midnight');
+  }
+
+  private async reinstate(keys: string[], actor: Actor, why: string): Promise<string[]> {
+    if (!keys.length) return [];
+    for (const key of keys) this.store.updateKey(key, { status: 'pending', suspension: null });
+    await this.store.commit();
+    const ids = keys.map((k) => keyIdOf(this.store.prefix, k));
+    for (const id of ids) await this.audit(actor, 'key.reinstate', id, { reason: why });
+    this.d.log.info({ module: 'quota', key_ids: ids.slice(0, 50), reason: why }, `reinstated ${ids.length} key(s)`);
+    await this.d.reconciler.run();
+    return ids;
+  }
+
+  /** Revokes keys whose `expires_at` has passed. */
+  async expireDue(): Promise<string[]> {
+    const now = this.d.clock.now();
+    const due: string[] = [];
+    for (const [key, r] of this.store.entries()) {
+      if (r.expires_at && r.status !== 'revoked' && Date.parse(r.expires_at) <= now) due.push(key);
+    }
+    const ids: string[] = [];
+    for (const key of due) ids.push((await this.d.keys.revoke({ key }, { kind: 'system' }, 'expired')).key_id);
+    return ids;
+  }
+
+  /**
+   * The sweep job (and the start): expiries, suspensions that should have lifted while the portal
+   * was down, and limits reached by usage counted before a restart.
+   */
+  async sweep(): Promise<void> {
+    await this.expireDue();
+    await this.reinstateDue();
+    const limited: string[] = [];
+    for (const [key, r] of this.store.entries()) {
+      if ((r.status === 'active' || r.status === 'pending') && (r.daily_limit || r.daily_token_limit)) limited.push(keyIdOf(this.store.prefix, key));
+    }
+    await this.enforce(limited);
+  }
+
+  /**
+   * POST /admin/reset-usage: today's usage so far stops counting against the key's limits (the
+   * history keeps it), and a quota suspension lifts.
+   */
+  async reset(key: string, actor: Actor): Promise<KeyRecord> {
+    const { ledger, clock } = this.d;
+    const record = this.store.getKey(key)!;
+    if (record.status === 'revoked') throw conflict('revoked', 'That key is revoked; there is nothing to reset.');
+    const now = clock.now();
+    const t = ledger.today(keyIdOf(this.store.prefix, key), now);
+    this.store.updateKey(key, { quota_reset: { day: ledger.dayHour(now).day, requests: t.requests, tokens: t.tokens } });
+    await this.store.commit();
+    await this.audit(actor, 'key.reset_usage', keyIdOf(this.store.prefix, key), { requests: t.requests, tokens: t.tokens });
+    const after = this.store.getKey(key)!;
+    if (after.status === 'suspended' && after.suspension && QUOTA_REASONS.has(after.suspension.reason)) await this.reinstate([key], actor, 'reset');
+    return this.store.getKey(key)!;
+  }
+
+  /**
+   * PATCH /admin/keys/:id: label, limits, expiry, and suspend/resume by hand. Limits are applied at
+   * once: raised past today's use, a quota suspension lifts; lowered under it, the key is suspended.
+   */
+  async update(key: string, changes: KeyChanges, actor: Actor): Promise<KeyRecord> {
+    const before = this.store.getKey(key)!;
+    if (before.status === 'revoked') throw conflict('revoked', 'That key is revoked and cannot be changed.');
+    const id = keyIdOf(this.store.prefix, key);
+    const { status, ...fields } = changes;
+    const patch: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(fields)) if (v !== undefined && (before as Record<string, unknown>)[k] !== v) patch[k] = v;
+    if (status === 'active' && before.status === 'suspended' && before.suspension && QUOTA_REASONS.has(before.suspension.reason) &&
+        this.reached(key, { ...before, ...patch } as KeyRecord)) {
+      throw conflict('over_limit', 'This key has used its daily limit. Reset its usage or raise the limit to resume it.');
+    }
+    if (status === 'suspended' && before.status !== 'suspended') {
+      patch.status = 'suspended';
+      patch.suspension = { reason: 'admin', at: new Date(this.d.clock.now()).toISOString(), until: null } satisfies Suspension;
+    }
+    if (status === 'active' && before.status === 'suspended') { patch.status = 'pending'; patch.suspension = null; }
+    if (Object.keys(patch).length) {
+      this.store.updateKey(key, patch as Partial<KeyRecord>);
+      await this.store.commit();
+      const shown = Object.fromEntries(Object.entries(patch).filter(([k]) => k !== 'suspension'));
+      await this.audit(actor, patch.status === 'suspended' ? 'key.suspend' : patch.status === 'pending' ? 'key.reinstate' : 'key.update', id,
+        { changes: shown, before: Object.fromEntries(Object.keys(shown).map((k) => [k, (before as Record<string, unknown>)[k] ?? null])) });
+    }
+    // The limits as they now stand decide: lifted, or (newly) reached.
+    const now = this.store.getKey(key)!;
+    if (now.status === 'suspended' && now.suspension && QUOTA_REASONS.has(now.suspension.reason) && !this.reached(key, now)) {
+      await this.reinstate([key], actor, 'limit_raised');
+    } else if (now.status === 'active' || now.status === 'pending') {
+      await this.enforce([id]);
+    }
+    if (patch.status) await this.d.reconciler.run();
+    return this.store.getKey(key)!;
+  }
+
+  private audit(actor: Actor, action: string, keyId: string, details: Record<string, unknown>): Promise<void> {
+    return recordAudit(this.d, actor, action, keyId, details);
+  }
+}
