@@ -3,10 +3,11 @@ import os from 'node:os';
 import { benchMemory } from './memory.js';
 import { benchRegistrations } from './registrations.js';
 import { benchStats } from './stats.js';
+import { benchQuota } from './quota.js';
 import { benchUsage } from './usage.js';
 
 const only = process.argv[2];
-const NAMES = ['registrations', 'memory', 'usage', 'stats'];
+const NAMES = ['registrations', 'memory', 'usage', 'stats', 'quota'];
 if (only && !NAMES.includes(only)) {
   console.error(`unknown benchmark "${only}": choose one of ${NAMES.join(', ')}, or none for all`);
   process.exit(2);
@@ -16,6 +17,7 @@ const benches: [string, () => Promise<void>][] = [
   ['memory', benchMemory],
   ['usage', benchUsage],
   ['stats', benchStats],
+  ['quota', benchQuota],
 ];
 
 console.log(`key-portal benchmarks — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`);
