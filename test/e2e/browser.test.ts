@@ -106,6 +106,28 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
     await page.click('form[action="/admin/pool"] button');
     await page.waitForURL(/minted=5/);
     await shot(page, '08-admin-pool');
+    // A trial key: created with a label and a daily limit, shown once, then changed and revoked.
+    await page.goto(`${t.url}/admin/keys`);
+    await page.fill('#label', 'trial for the demo');
+    await page.fill('#daily_limit', '20');
+    await page.click('form[action="/admin/keys"] button[type="submit"]');
+    const shown = (await page.textContent('#new-key'))!.trim();
+    assert.match(shown, /^usr_pool_\d{4}_[0-9a-f]{48}$/);
+    await shot(page, '11-admin-key-created');
+    await page.click('a[href^="/admin/keys/"]');
+    assert.ok(!(await page.content()).includes(shown), 'the key page shows it masked');
+    await page.fill('#daily_limit', '30');
+    await page.click('input[value="update"] ~ div button');
+    await page.waitForURL(/done=update/);
+    assert.equal(await page.inputValue('#daily_limit'), '30');
+    await page.click('a.button.danger');
+    await page.check('input[name="confirm"]');
+    await page.click('input[value="revoke"] ~ div button.danger');
+    await page.waitForURL(/done=revoke/);
+    await shot(page, '12-admin-key-revoked');
+    await page.goto(`${t.url}/admin/audit`);
+    assert.ok((await page.textContent('tbody'))!.includes('key.revoke'));
+    await shot(page, '13-admin-audit');
     await page.context().close();
   });
 
