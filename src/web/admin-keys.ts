@@ -6,7 +6,7 @@ import type { AuditEntry } from '../store/audit.js';
 import { actorFromRequest, matchKey, requireAdmin, requireCsrf, sessionActor } from './auth.js';
 import type { WebDeps } from './deps.js';
 import { errorMessage, pickLocale, translator } from './i18n.js';
-import { pageHref, paginate, queryInt } from './paging.js';
+import { pageHref, queryInt } from './paging.js';
 import { renderPage } from './render.js';
 import { wantsPage } from './error-handler.js';
 import { adminKeyBody, adminKeyPatch, formToJson, keyRef, parseBody } from './validate.js';
@@ -76,8 +76,12 @@ export function adminKeysRouter(deps: WebDeps): Router {
 
   const keysPage = (req: Request, res: Response, extra: Record<string, unknown> = {}) => {
     const { status, q } = listQuery(req);
-    const all = stats.adminKeys({ status: status || undefined, q: q || undefined, offset: 0, limit: Number.MAX_SAFE_INTEGER });
-    const { rows, pager } = paginate(all.keys, req.query.page, KEYS_PER_PAGE, '/admin/keys', { status, q });
+    // Views are built for the page shown only (a view reads the ledger; there may be 30k keys).
+    const first = stats.adminKeys({ status: status || undefined, q: q || undefined, offset: 0, limit: 0 });
+    const pages = Math.max(1, Math.ceil(first.total / KEYS_PER_PAGE));
+    const page = queryInt(req.query.page, 1, pages);
+    const rows = stats.adminKeys({ status: status || undefined, q: q || undefined, offset: (page - 1) * KEYS_PER_PAGE, limit: KEYS_PER_PAGE }).keys;
+    const pager = { page, pages, total: first.total, href: (n: number) => pageHref('/admin/keys', { status, q }, n) };
     renderPage(deps, req, res, 'admin-keys', {
       title: t(req)('admin.keys.title'), area: 'admin', nav: 'keys', rows, pager, filter: { status, q }, statuses: [...STATUSES], ...extra,
     });
