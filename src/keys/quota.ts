@@ -28,6 +28,11 @@ export interface KeyChanges {
 
 const QUOTA_REASONS = new Set(['daily_limit', 'daily_token_limit']);
 
+/** Suspended for reaching a daily limit (not by an admin's hand): what midnight, resets and raised limits lift. */
+function limitSuspended(r: KeyRecord): boolean {
+  return r.status === 'suspended' && !!r.suspension && QUOTA_REASONS.has(r.suspension.reason);
+}
+
 /** What counts against a key's limits today: today's usage minus what an admin reset set aside. */
 export function usedToday(ledger: UsageLedger, now: number, keyId: string, record: KeyRecord | undefined): { requests: number; tokens: number } {
   const t = ledger.today(keyId, now);
@@ -100,7 +105,7 @@ export class QuotaService {
     const now = this.d.clock.now();
     const due: string[] = [];
     for (const [key, r] of this.store.entries()) {
-      if (r.status === 'suspended' && r.suspension && QUOTA_REASONS.has(r.suspension.reason) && r.suspension.until && Date.parse(r.suspension.until) <= now) {
+      if (limitSuspended(r) && r.suspension!.until && Date.parse(r.suspension!.until) <= now) {
         due.push(key);
       }
     }
@@ -158,7 +163,7 @@ export class QuotaService {
     await this.store.commit();
     await this.audit(actor, 'key.reset_usage', keyIdOf(this.store.prefix, key), { requests: t.requests, tokens: t.tokens });
     const after = this.store.getKey(key)!;
-    if (after.status === 'suspended' && after.suspension && QUOTA_REASONS.has(after.suspension.reason)) await this.reinstate([key], actor, 'reset');
+    if (limitSuspended(after)) await this.reinstate([key], actor, 'reset');
     return this.store.getKey(key)!;
   }
 
@@ -173,7 +178,7 @@ export class QuotaService {
     const { status, ...fields } = changes;
     const patch: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(fields)) if (v !== undefined && (before as Record<string, unknown>)[k] !== v) patch[k] = v;
-    if (status === 'active' && before.status === 'suspended' && before.suspension && QUOTA_REASONS.has(before.suspension.reason) &&
+    if (status === 'active' && limitSuspended(before) &&
         this.reached(key, { ...before, ...patch } as KeyRecord)) {
       throw conflict('over_limit', 'This key has used its daily limit. Reset its usage or raise the limit to resume it.');
     }
@@ -191,7 +196,7 @@ export class QuotaService {
     }
     // The limits as they now stand decide: lifted, or (newly) reached.
     const now = this.store.getKey(key)!;
-    if (now.status === 'suspended' && now.suspension && QUOTA_REASONS.has(now.suspension.reason) && !this.reached(key, now)) {
+    if (limitSuspended(now) && !this.reached(key, now)) {
       await this.reinstate([key], actor, 'limit_raised');
     } else if (now.status === 'active' || now.status === 'pending') {
       await this.enforce([id]);

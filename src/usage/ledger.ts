@@ -18,6 +18,7 @@ export interface Counts { requests: number; failed: number; tokens: number; inpu
 export const zero = (): Counts => ({ requests: 0, failed: 0, tokens: 0, input: 0, output: 0, reasoning: 0, cached: 0 });
 
 const TOT = NF + 1; // per slot: the fields, then last_used (NaN = never)
+const FAILED_ONCE: readonly number[] = [0, 1, 0, 0, 0, 0, 0];
 /** Days kept in memory (the 30-day charts and a margin); older ones are read from disk when asked. */
 const HOT_DAYS = 32;
 /** Days of hours kept in memory (the 48-hour chart spans up to three calendar days). */
@@ -149,27 +150,24 @@ export class UsageLedger {
   }
 
   add(e: StoredEvent): void {
-    const s = this.slot(e.k, e.x === 1);
-    const m = this.model(e.m);
     const { day, hour } = this.dayHour(e.t);
-    const h = Number(hour.slice(11));
-    const rows = [this.openDay(day).row(s, m)];
-    if (this.keepsHours(e.t)) rows.push(this.openHour(day, h).row(s, m));
-    const t = this.totalsCol;
-    const o = s * TOT;
-    if (e.f) {
-      for (const r of rows) r[1]!++;
-      t[o + 1]!++;
-    } else {
-      const v = [1, 0, e.tok, e.in, e.out, e.rea, e.cac];
-      for (let f = 0; f < NF; f++) {
-        if (f === 1) continue;
-        for (const r of rows) r[f]! += v[f]!;
-        t[o + f]! += v[f]!;
-      }
-      this.noteLastUsed(o, e.t);
-    }
+    // A failed attempt is counted as failed and nothing else (no tokens, no last use).
+    const v = e.f ? FAILED_ONCE : [1, 0, e.tok, e.in, e.out, e.rea, e.cac];
+    this.put(this.slot(e.k, e.x === 1), this.model(e.m), day, this.keepsHours(e.t) ? Number(hour.slice(11)) : null, v, e.f ? null : e.t);
     if (e.t > this.latest) this.latest = e.t;
+  }
+
+  /** Adds a row of values (in FIELDS order) to a day, optionally its hour, and the slot's totals. */
+  private put(s: number, m: number, day: string, hour: number | null, v: readonly number[], lastUsed: number | null): void {
+    const d = this.openDay(day).row(s, m);
+    const h = hour === null ? null : this.openHour(day, hour).row(s, m);
+    const o = s * TOT;
+    for (let f = 0; f < NF; f++) {
+      d[f]! += v[f]!;
+      if (h) h[f]! += v[f]!;
+      this.totalsCol[o + f]! += v[f]!;
+    }
+    this.noteLastUsed(o, lastUsed);
   }
 
   /** Whether a record at `t` still gets hourly buckets (pruneHours() trims the edge by whole days). */
@@ -450,17 +448,7 @@ export class UsageLedger {
    * the key's totals. Reading old checkpoints and seeding benchmarks use it; records go through add().
    */
   addCounts(id: string, unmanaged: boolean, day: string, hour: number | null, model: string, c: Partial<Counts>, lastUsed: number | null): void {
-    const s = this.slot(id, unmanaged);
-    const m = this.model(model);
-    const v = FIELDS.map((f) => Number(c[f] ?? 0));
-    const rows = [this.openDay(day).row(s, m)];
-    if (hour !== null) rows.push(this.openHour(day, hour).row(s, m));
-    const o = s * TOT;
-    for (let f = 0; f < NF; f++) {
-      for (const r of rows) r[f]! += v[f]!;
-      this.totalsCol[o + f]! += v[f]!;
-    }
-    this.noteLastUsed(o, lastUsed);
+    this.put(this.slot(id, unmanaged), this.model(model), day, hour, FIELDS.map((f) => Number(c[f] ?? 0)), lastUsed);
   }
 
   /** Adds counts to one hour only (the day and the totals already hold them). */

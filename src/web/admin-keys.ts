@@ -50,6 +50,20 @@ export function adminKeysRouter(deps: WebDeps): Router {
     return key;
   };
 
+  /** An expiry, when given, must lie ahead. */
+  const futureOnly = (expiresAt: string | null | undefined) => {
+    if (expiresAt && Date.parse(expiresAt) <= clock.now()) throw badRequest('invalid_field', 'expires_at must be in the future.');
+  };
+
+  /** The page of one key (its forms; the revoke confirmation when asked). */
+  const keyPage = (req: Request, res: Response, key: string, extra: { confirmRevoke: boolean } & Record<string, unknown>) => {
+    const view = stats.keyView(key);
+    renderPage(deps, req, res, 'admin-key', {
+      title: `${t(req)('admin.keys.key')} ${view.key_id}`, area: 'admin', nav: 'keys', k: view,
+      expiresLocal: view.expires_at ? ledger.wallClock(Date.parse(view.expires_at)) : '', ...extra,
+    });
+  };
+
   const listQuery = (req: Request) => {
     const status = typeof req.query.status === 'string' && STATUSES.has(req.query.status) ? req.query.status : '';
     const q = typeof req.query.q === 'string' ? req.query.q.trim().slice(0, 100) : '';
@@ -64,7 +78,7 @@ export function adminKeysRouter(deps: WebDeps): Router {
 
   const create = async (raw: unknown, actor: Actor) => {
     const body = parseBody(adminKeyBody, raw);
-    if (body.expires_at && Date.parse(body.expires_at) <= clock.now()) throw badRequest('invalid_field', 'expires_at must be in the future.');
+    futureOnly(body.expires_at);
     const issued = await keys.issue({
       email: body.email ?? null, name: body.name, label: body.label ?? '', issuedBy: 'admin',
       dailyLimit: body.daily_limit ?? 0, dailyTokenLimit: body.daily_token_limit ?? 0,
@@ -116,10 +130,8 @@ export function adminKeysRouter(deps: WebDeps): Router {
     if (!admin(req, res)) return;
     const key = resolve(String(req.params.id));
     if (isApi(req)) return res.json(stats.keyView(key));
-    const view = stats.keyView(key);
-    renderPage(deps, req, res, 'admin-key', {
-      title: `${t(req)('admin.keys.key')} ${view.key_id}`, area: 'admin', nav: 'keys', k: view,
-      confirmRevoke: req.query.confirm === 'revoke', expiresLocal: view.expires_at ? ledger.wallClock(Date.parse(view.expires_at)) : '',
+    keyPage(req, res, key, {
+      confirmRevoke: req.query.confirm === 'revoke',
       notice: typeof req.query.done === 'string' && DONE.has(req.query.done) ? t(req)(`admin.keys.done.${req.query.done as Done}`) : null,
     });
   });
@@ -129,7 +141,7 @@ export function adminKeysRouter(deps: WebDeps): Router {
     if (!actor) return;
     const key = resolve(String(req.params.id));
     const changes = parseBody(adminKeyPatch, req.body);
-    if (changes.expires_at && Date.parse(changes.expires_at) <= clock.now()) throw badRequest('invalid_field', 'expires_at must be in the future.');
+    futureOnly(changes.expires_at);
     await quota.update(key, changes, actor);
     stats.invalidate();
     res.json(stats.keyView(key));
@@ -157,7 +169,7 @@ export function adminKeysRouter(deps: WebDeps): Router {
         const raw = formToJson(req.body, { numbers: ['daily_limit', 'daily_token_limit'], clearable: ['expires_at'], offset: ledger.offsetLabel(clock.now()) });
         delete raw.action;
         const changes = parseBody(adminKeyPatch, raw);
-        if (changes.expires_at && Date.parse(changes.expires_at) <= clock.now()) throw badRequest('invalid_field', 'expires_at must be in the future.');
+        futureOnly(changes.expires_at);
         await quota.update(key, changes, actor);
       } else if (action === 'suspend' || action === 'resume') {
         await quota.update(key, { status: action === 'suspend' ? 'suspended' : 'active' }, actor);
@@ -171,12 +183,7 @@ export function adminKeysRouter(deps: WebDeps): Router {
       }
     } catch (err) {
       if (!(err instanceof AppError) || err.status >= 500) throw err;
-      const view = stats.keyView(key);
-      return renderPage(deps, req, res, 'admin-key', {
-        title: `${t(req)('admin.keys.key')} ${view.key_id}`, area: 'admin', nav: 'keys', k: view, status: err.status,
-        confirmRevoke: action === 'revoke', expiresLocal: view.expires_at ? ledger.wallClock(Date.parse(view.expires_at)) : '',
-        problem: errorMessage(pickLocale(req), err.code, err.message),
-      });
+      return keyPage(req, res, key, { confirmRevoke: action === 'revoke', status: err.status, problem: errorMessage(pickLocale(req), err.code, err.message) });
     }
     stats.invalidate();
     res.redirect(303, `/admin/keys/${id}?done=${action}`);
@@ -193,8 +200,7 @@ export function adminKeysRouter(deps: WebDeps): Router {
     const actor = admin(req, res);
     if (!actor) return;
     const ref = parseBody(keyRef, isApi(req) ? req.body : formToJson(req.body, { numbers: [] }));
-    const key = ref.key !== undefined ? matchKey(store, ref.key) : store.keyById(ref.key_id!);
-    if (!key || !store.getKey(key)) throw notFound('No such key.');
+    const key = resolve(ref.key ?? ref.key_id!);
     await quota.reset(key, actor);
     stats.invalidate();
     if (!isApi(req)) return res.redirect(303, `/admin/keys/${keyIdOf(store.prefix, key)}?done=reset`);
