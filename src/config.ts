@@ -3,6 +3,7 @@ import path from 'node:path';
 import { parseEnv } from 'node:util';
 import cron from 'node-cron';
 import { z } from 'zod';
+import { Zone } from './time/zone.js';
 
 /** Thrown for a bad setting; its message is the one line printed before the process exits. */
 export class ConfigError extends Error {
@@ -31,9 +32,7 @@ const httpUrl = z.string().trim()
 
 const cronExpr = z.string().trim().refine((s) => cron.validate(s), 'must be a valid cron expression');
 
-const timeZone = z.string().trim().refine((tz) => {
-  try { new Intl.DateTimeFormat('en-US', { timeZone: tz }); return true; } catch { return false; }
-}, 'must be an IANA time zone such as Asia/Shanghai');
+const timeZone = z.string().trim().refine((tz) => Zone.isValid(tz), 'must be an IANA time zone such as Asia/Shanghai');
 
 const secret = z.string().min(16, 'must be at least 16 characters');
 
@@ -76,7 +75,6 @@ const schema = z.object({
   USAGE_SOURCE: z.enum(['auto', 'subscribe', 'queue', 'snapshot'],
     { message: 'must be one of auto, subscribe, queue, snapshot' }).default('auto'),
   USAGE_CRON: cronExpr.default('*/5 * * * * *'),
-  USAGE_CHECKPOINT_CRON: cronExpr.default('*/30 * * * * *'),
   RECONCILE_CRON: cronExpr.default('*/30 * * * * *'),
   STATS_TTL_MS: int(0, 3_600_000).default(5000),
   TIMEZONE: timeZone.default(Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC'),

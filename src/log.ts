@@ -1,6 +1,6 @@
-import { mkdirSync } from 'node:fs';
-import path from 'node:path';
 import { pino, type Logger, type DestinationStream } from 'pino';
+import pretty from 'pino-pretty';
+import type { LogFile } from './log-file.js';
 
 export type { Logger };
 
@@ -28,8 +28,8 @@ function scrubDeep(value: unknown, scrub: (s: string) => string, depth = 0): unk
 
 export interface LoggerOptions {
   level: string;
-  /** Absolute path of the log file, or '' for stdout only. */
-  file: string;
+  /** The log file (JSON lines), or null for stdout only. */
+  file: LogFile | null;
   keyPrefix: string;
   /** Extra destination (tests capture log lines with it). */
   stream?: DestinationStream;
@@ -40,12 +40,14 @@ export interface LoggerOptions {
 export function createLogger(opts: LoggerOptions): Logger {
   const scrub = makeScrubber(opts.keyPrefix);
   const streams: { stream: DestinationStream; level?: string }[] = [];
-  if (opts.stdout !== false) streams.push({ stream: pino.destination({ fd: 1, sync: false }) });
-  if (opts.file) {
-    mkdirSync(path.dirname(opts.file), { recursive: true, mode: 0o700 });
-    streams.push({ stream: pino.destination({ dest: opts.file, mkdir: true, sync: false, mode: 0o600 } as never) });
+  if (opts.stdout !== false) {
+    // People read a terminal; programs (journald, docker logs) read JSON lines.
+    streams.push({ stream: process.stdout.isTTY ? pretty({ sync: true, translateTime: 'SYS:yyyy-mm-dd HH:MM:ss', ignore: 'pid,hostname' }) : pino.destination({ fd: 1, sync: false }) });
   }
+  if (opts.file) streams.push({ stream: opts.file });
   if (opts.stream) streams.push({ stream: opts.stream });
+  // Each stream of a multistream filters at 'info' unless told otherwise: give them the logger's level.
+  for (const s of streams) s.level = opts.level === 'silent' ? 'fatal' : opts.level;
   return pino(
     {
       level: opts.level,

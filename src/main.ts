@@ -10,17 +10,20 @@ import { Reconciler } from './keys/reconciler.js';
 import { KeyService } from './keys/service.js';
 import { JobRegistry } from './jobs/registry.js';
 import { createLogger, type Logger } from './log.js';
+import { LogFile } from './log-file.js';
 import { removeStaleTempFiles } from './store/atomic-file.js';
 import { AuditLog } from './store/audit.js';
 import { KeysStore } from './store/keys-store.js';
 import { DataDirLock } from './store/lock.js';
 import { fileSecret } from './store/secrets.js';
 import type { AppDeps } from './web/deps.js';
-import { UsageLedger } from './usage/ledger.js';
 import { StatsService } from './usage/stats.js';
 import { Ingestor } from './usage/ingest.js';
 import { QuotaService } from './keys/quota.js';
 import { UsageService } from './usage/service.js';
+import { importLegacyUsage } from './store/usage-legacy.js';
+import { UsageStore } from './store/usage-store.js';
+import { Zone } from './time/zone.js';
 
 export interface Portal extends AppDeps {
   server: Server;
@@ -47,7 +50,10 @@ export interface StartOptions {
 /** Opens the data directory (and its lock), every store and service, and listens. */
 export async function startPortal(config: Config, opts: StartOptions = {}): Promise<Portal> {
   const clock = opts.clock ?? systemClock;
-  const log = opts.log ?? createLogger({ level: config.LOG_LEVEL, file: config.LOG_FILE, keyPrefix: config.KEY_PREFIX });
+  const logFile = opts.log || !config.LOG_FILE ? null : new LogFile(config.LOG_FILE, {
+    onError: (err) => process.stderr.write(`key-portal: the log file ${config.LOG_FILE} cannot be written (${err.message}); going on without it until it can\n`),
+  });
+  const log = opts.log ?? createLogger({ level: config.LOG_LEVEL, file: logFile, keyPrefix: config.KEY_PREFIX });
   const announce = opts.announce ?? ((line: string) => process.stdout.write(line + '\n'));
 
   await mkdir(config.DATA_DIR, { recursive: true, mode: 0o700 });
@@ -85,25 +91,39 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     jobs.add({ name: 'reconcile', schedule: config.RECONCILE_CRON, run: () => reconciler.run() });
     // The key files trail the journal by at most a second while changes arrive.
     jobs.add({ name: 'checkpoint', schedule: '* * * * * *', run: () => store.checkpointIfDirty() });
-    cleanups.push(() => jobs.stop());
 
-    const ledger = new UsageLedger(config.TIMEZONE, config.HOURLY_RETENTION_DAYS);
-    const ingestor = await Ingestor.open({ dataDir: config.DATA_DIR, store, ledger, log, clock });
+    const zone = new Zone(config.TIMEZONE);
+    importLegacyUsage(config.DATA_DIR, zone, log);
+    const usageStore = await UsageStore.open(config.DATA_DIR, log);
+    cleanups.push(() => usageStore.close());
+    // Stopping runs the cleanups backwards: the server, the usage source, the ingestor's last write,
+    // then the jobs, and only then the usage writer and the stores (no write after the lock is released).
+    cleanups.push(() => jobs.stop());
+    const ingestor = new Ingestor({ dataDir: config.DATA_DIR, store: usageStore, keys: store, zone, log, clock });
+    await ingestor.recoverHeld();
     cleanups.push(() => ingestor.close());
-    const usage = new UsageService({ config, cliproxy, ingestor, log, clock });
+    const usage = new UsageService({
+      config, cliproxy, ingestor, store: usageStore, log, clock,
+      // CLIProxyAPI reloaded its config: someone may have edited the key list.
+      onRefresh: () => jobs.runSoon('reconcile', 250),
+    });
     cleanups.push(() => usage.stop());
     jobs.add({ name: 'usage', schedule: config.USAGE_CRON, run: () => usage.pull() });
-    jobs.add({ name: 'usage-checkpoint', schedule: config.USAGE_CHECKPOINT_CRON, run: () => ingestor.checkpoint() });
-    jobs.add({ name: 'usage-retention', schedule: '17 3 * * *', run: () => ingestor.removeOldEvents(config.USAGE_EVENTS_RETENTION_DAYS) });
-    const stats = new StatsService({ store, ledger, clock, ttlMs: config.STATS_TTL_MS });
-    const quota = new QuotaService({ store, ledger, keys, reconciler, audit, log, clock });
+    jobs.add({
+      name: 'usage-retention', schedule: '17 3 * * *', run: () => {
+        const now = clock.now();
+        return usageStore.prune(now - config.USAGE_EVENTS_RETENTION_DAYS * 86_400_000, zone.hour(now - config.HOURLY_RETENTION_DAYS * 86_400_000));
+      },
+    });
+    const stats = new StatsService({ store, usage: usageStore, zone, clock, ttlMs: config.STATS_TTL_MS });
+    const quota = new QuotaService({ store, usage: usageStore, zone, keys, reconciler, audit, log, clock });
     ingestor.onCounted = (ids) => {
       quota.enforce(ids).catch((err) => log.error({ module: 'quota', err }, 'could not enforce daily limits'));
     };
     // Quota suspensions lift at midnight in TIMEZONE; the sweep catches expiries and a missed midnight.
     jobs.add({ name: 'quota-midnight', schedule: '0 0 0 * * *', timezone: config.TIMEZONE, run: () => quota.reinstateDue() });
     jobs.add({ name: 'quota-sweep', schedule: '*/5 * * * * *', run: () => quota.sweep() });
-    const deps: AppDeps = { config, store, keys, reconciler, cliproxy, audit, log, clock, adminToken, sessionSecret, ledger, stats, usage, quota };
+    const deps: AppDeps = { config, store, keys, reconciler, cliproxy, audit, log, clock, adminToken, sessionSecret, zone, usageStore, stats, usage, quota };
     const app = createApp(deps);
     const server = await listen(app, config.PORT, config.HOST);
     cleanups.push(() => closeServer(server));
@@ -118,7 +138,7 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     const ready = jobs.runNow('reconcile');
     // The usage source is picked (and subscribed) after the first reconcile has answered: a wrong
     // management key then costs one failed login, not one per parallel first call.
-    void ready.then(() => Promise.all([jobs.runNow('usage'), jobs.runNow('quota-sweep')]));
+    void ready.then(() => Promise.all([jobs.runNow('usage'), jobs.runNow('quota-sweep'), jobs.runNow('usage-retention')]));
     const url = `http://${config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST}:${port}`;
     log.info({ module: 'main', port, pool: store.poolStatus() }, `key-portal listening on ${url}`);
 
@@ -128,10 +148,12 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
         await cleanup();
         log.info({ module: 'main' }, 'stopped');
         log.flush?.();
+        await logFile?.close();
       },
     };
   } catch (err) {
     await cleanup();
+    await logFile?.close();
     throw err;
   }
 }

@@ -1,6 +1,7 @@
-import { CliproxyError } from './errors.js';
+import { CliproxyError, CliproxyUnreachable } from './errors.js';
 import type { ManagementClient } from './management.js';
 import { openAuthenticatedResp } from './resp-auth.js';
+import { RespError } from './resp.js';
 
 /** What the usage-queue endpoint says about this CLIProxyAPI (CLIPROXY.md §6, steps 1-2). */
 export type QueueProbe = 'queue' | 'snapshot' | 'resp-only';
@@ -18,14 +19,22 @@ export async function probeUsage(client: ManagementClient): Promise<QueueProbe> 
 }
 
 /**
+ * Records popped per call. Popping is destructive and CLIProxyAPI hands a record out once: a portal
+ * killed between a pop and its commit loses that pop, so pops are small and repeated at once while
+ * the queue is full.
+ */
+export const POP_SIZE = 100;
+
+/**
  * Pops everything waiting in the v7 queue: `GET /usage-queue?count=N` until it answers fewer than N.
- * Popping is destructive, so each batch goes to `sink` (which writes it to disk) before the next pop.
- * Returns how many of the popped records were usage records (refresh payloads are not).
+ * Each batch goes to `sink`, which resolves once it is committed, before the next pop. Returns how
+ * many new usage records were stored (refresh payloads are not usage).
  */
 export async function drainQueue(client: ManagementClient, sink: (records: unknown[]) => Promise<number>,
-  batch = 500, maxBatches = 200): Promise<number> {
+  o: { signal?: AbortSignal; batch?: number; maxBatches?: number } = {}): Promise<number> {
+  const batch = o.batch ?? POP_SIZE;
   let counted = 0;
-  for (let i = 0; i < maxBatches; i++) {
+  for (let i = 0; i < (o.maxBatches ?? 1000) && !o.signal?.aborted; i++) {
     const res = await client.request<unknown>('GET', '/usage-queue', { params: { count: batch } });
     const records = Array.isArray(res.data) ? res.data.map((r) => (typeof r === 'string' ? safeParse(r) : r)) : [];
     if (records.length) counted += await sink(records);
@@ -43,12 +52,19 @@ function safeParse(s: string): unknown {
  * `usage` from v7.1.44 and is ignored before, so `usage` works everywhere) until fewer than N come back.
  */
 export async function drainQueueResp(client: ManagementClient, baseUrl: string, sink: (records: unknown[]) => Promise<number>,
-  batch = 500, maxBatches = 200): Promise<number> {
-  const conn = await openAuthenticatedResp(client, baseUrl);
+  o: { signal?: AbortSignal; batch?: number; maxBatches?: number; timeoutMs?: number } = {}): Promise<number> {
+  const batch = o.batch ?? POP_SIZE;
+  const conn = await openAuthenticatedResp(client, baseUrl, { timeoutMs: o.timeoutMs ?? 5000 });
   try {
     let counted = 0;
-    for (let i = 0; i < maxBatches; i++) {
-      const reply = await conn.command(['LPOP', 'usage', String(batch)]);
+    for (let i = 0; i < (o.maxBatches ?? 1000) && !o.signal?.aborted; i++) {
+      let reply;
+      try {
+        reply = await conn.command(['LPOP', 'usage', String(batch)]);
+      } catch (err) {
+        if (err instanceof RespError) throw new CliproxyError(`CLIProxyAPI refused LPOP: ${err.message}`);
+        throw new CliproxyUnreachable(`LPOP over RESP failed (${(err as Error).message})`);
+      }
       const items = Array.isArray(reply) ? reply.filter((x): x is string => typeof x === 'string') : [];
       if (items.length) counted += await sink(items.map(safeParse));
       if (items.length < batch) break;

@@ -12,7 +12,8 @@ export const SNAPSHOT_WINDOW_MS = 3_600_000;
 
 export class SeenFingerprints {
   private readonly seen = new Map<string, number>();
-  private newest = 0;
+  /** The newest detail counted (kept in usage.db, so a restart skips what is older than the window). */
+  newest = 0;
 
   isNew(fp: string, at: number): boolean {
     return at >= this.newest - SNAPSHOT_WINDOW_MS && !this.seen.has(fp);
@@ -23,17 +24,9 @@ export class SeenFingerprints {
     if (at > this.newest) this.newest = at;
   }
 
+  /** Forgets fingerprints older than the window (they are skipped by time from then on). */
   prune(): void {
     for (const [fp, at] of this.seen) if (at < this.newest - SNAPSHOT_WINDOW_MS) this.seen.delete(fp);
-  }
-
-  toJSON(): unknown { this.prune(); return { newest: this.newest, seen: [...this.seen] }; }
-
-  load(data: unknown): void {
-    const d = data as { newest?: number; seen?: [string, number][] } | undefined;
-    this.seen.clear();
-    this.newest = d?.newest ?? 0;
-    for (const [fp, at] of d?.seen ?? []) this.seen.set(fp, at);
   }
 }
 

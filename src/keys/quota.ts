@@ -3,14 +3,16 @@ import { conflict } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { AuditLog } from '../store/audit.js';
 import type { KeyRecord, KeysStore, Suspension } from '../store/keys-store.js';
-import type { UsageLedger } from '../usage/ledger.js';
+import type { UsageStore } from '../store/usage-store.js';
+import type { Zone } from '../time/zone.js';
 import { keyIdOf } from './format.js';
 import type { Reconciler } from './reconciler.js';
 import { recordAudit, type Actor, type KeyService } from './service.js';
 
 export interface QuotaDeps {
   store: KeysStore;
-  ledger: UsageLedger;
+  usage: UsageStore;
+  zone: Zone;
   keys: KeyService;
   reconciler: Reconciler;
   audit: AuditLog;
@@ -33,12 +35,22 @@ function limitSuspended(r: KeyRecord): boolean {
   return r.status === 'suspended' && !!r.suspension && QUOTA_REASONS.has(r.suspension.reason);
 }
 
-/** What counts against a key's limits today: today's usage minus what an admin reset set aside. */
-export function usedToday(ledger: UsageLedger, now: number, keyId: string, record: KeyRecord | undefined): { requests: number; tokens: number } {
-  const t = ledger.today(keyId, now);
+/**
+ * What counts against a key's limits today: the requests that started today in TIMEZONE — after the
+ * admin's reset, if there was one today. A reset is a point in time: a request made before it never
+ * counts against the fresh quota, even when its record arrives later.
+ */
+export function usedToday(usage: UsageStore, zone: Zone, now: number, keyId: string, record: KeyRecord | undefined): { requests: number; tokens: number } {
+  const dayStart = zone.dayStart(now);
   const reset = record?.quota_reset;
-  if (reset && reset.day === ledger.dayHour(now).day) {
-    return { requests: Math.max(0, t.requests - reset.requests), tokens: Math.max(0, t.tokens - reset.tokens) };
+  const resetAt = reset?.at ? Date.parse(reset.at) : NaN;
+  if (resetAt >= dayStart) {
+    const s = usage.since(keyId, resetAt + 1); // a request that started at the reset's millisecond was before it
+    return { requests: s.requests, tokens: s.tokens };
+  }
+  const t = usage.day([keyId], zone.day(now));
+  if (reset && !reset.at && reset.day === zone.day(now)) { // a reset written by 0.1.0
+    return { requests: Math.max(0, t.requests - (reset.requests ?? 0)), tokens: Math.max(0, t.tokens - (reset.tokens ?? 0)) };
   }
   return { requests: t.requests, tokens: t.tokens };
 }
@@ -55,7 +67,7 @@ export class QuotaService {
   private get store(): KeysStore { return this.d.store; }
 
   usedToday(key: string, record = this.store.getKey(key)): { requests: number; tokens: number } {
-    return usedToday(this.d.ledger, this.d.clock.now(), keyIdOf(this.store.prefix, key), record);
+    return usedToday(this.d.usage, this.d.zone, this.d.clock.now(), keyIdOf(this.store.prefix, key), record);
   }
 
   /** The limit a key has reached today, if any. */
@@ -69,7 +81,7 @@ export class QuotaService {
 
   /** When a quota suspension made now lifts: the next midnight in TIMEZONE. */
   private nextMidnight(): string {
-    return new Date(this.d.ledger.nextDayStart(this.d.clock.now())).toISOString();
+    return new Date(this.d.zone.nextDayStart(this.d.clock.now())).toISOString();
   }
 
   /**
@@ -154,14 +166,12 @@ export class QuotaService {
    * history keeps it), and a quota suspension lifts.
    */
   async reset(key: string, actor: Actor): Promise<KeyRecord> {
-    const { ledger, clock } = this.d;
     const record = this.store.getKey(key)!;
     if (record.status === 'revoked') throw conflict('revoked', 'That key is revoked; there is nothing to reset.');
-    const now = clock.now();
-    const t = ledger.today(keyIdOf(this.store.prefix, key), now);
-    this.store.updateKey(key, { quota_reset: { day: ledger.dayHour(now).day, requests: t.requests, tokens: t.tokens } });
+    const before = this.usedToday(key, record);
+    this.store.updateKey(key, { quota_reset: { at: new Date(this.d.clock.now()).toISOString() } });
     await this.store.commit();
-    await this.audit(actor, 'key.reset_usage', keyIdOf(this.store.prefix, key), { requests: t.requests, tokens: t.tokens });
+    await this.audit(actor, 'key.reset_usage', keyIdOf(this.store.prefix, key), { requests: before.requests, tokens: before.tokens });
     const after = this.store.getKey(key)!;
     if (limitSuspended(after)) await this.reinstate([key], actor, 'reset');
     return this.store.getKey(key)!;

@@ -20,7 +20,7 @@ export interface KeyRecord {
   readonly expires_at?: string | null;
   /** Why and until when a suspended key is out of CLIProxyAPI. */
   readonly suspension?: Suspension | null;
-  /** An admin reset: today's usage up to then no longer counts against the limits. */
+  /** An admin reset: requests that started before it no longer count against today's limits. */
   readonly quota_reset?: QuotaReset | null;
   readonly [extra: string]: unknown;
 }
@@ -32,7 +32,11 @@ export interface Suspension {
   until: string | null;
 }
 
-export interface QuotaReset { day: string; requests: number; tokens: number }
+/**
+ * When an admin reset a key's usage (`at`, ISO). Records of 0.1.0 also carry the day and the counts
+ * seen then; a reset without `at` subtracts those counts on that day.
+ */
+export interface QuotaReset { at?: string; day?: string; requests?: number; tokens?: number }
 
 export interface UserRecord {
   readonly email: string;

@@ -1,213 +1,240 @@
-import { createReadStream } from 'node:fs';
-import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
+import { EventEmitter } from 'node:events';
+import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { Low } from 'lowdb';
 import type { Clock } from '../clock.js';
 import { hashId, keyIdOf, keyIndex } from '../keys/format.js';
 import type { Logger } from '../log.js';
-import { AtomicJsonFile, writeFileAtomic } from '../store/atomic-file.js';
 import type { KeysStore } from '../store/keys-store.js';
-import { UsageLog, type Cursor } from '../store/usage-log.js';
-import type { LedgerIndex, UsageLedger } from './ledger.js';
-import { toStoredEvent, type StoredEvent } from './record.js';
-import { SeenFingerprints } from '../cliproxy/usage-snapshot.js';
+import { UsageStorageError, type UsageRow, type UsageStore, type WriteResult } from '../store/usage-store.js';
+import type { Zone } from '../time/zone.js';
+import { toUsageRow } from './record.js';
 
-/**
- * usage.json: the cursor up to which the aggregates have counted, the snapshot fingerprints, the
- * ledger's key and model tables, and the names of the files holding the aggregates themselves:
- * usage/agg/totals.G.bin, and per day YYYY-MM-DD.G.d.bin (its rows) and YYYY-MM-DD.G.h.bin (its
- * hours), G being the checkpoint that wrote it. A checkpoint rewrites only what changed, then
- * usage.json, then removes the files it replaced — a crash at any point leaves a usage.json whose
- * files are whole. Days older than the charts look back stay on disk until a query or a late
- * record needs them.
- * Versions before 2 kept the aggregates as JSON (inline, or usage/aggregates-N.jsonl); they are
- * read once and rewritten.
- */
-interface UsageFile {
-  version: string; checkpoint_at: string; cursor: Cursor | null; snapshot_seen?: unknown;
-  generation?: number; index?: LedgerIndex; totals?: string; units?: Record<string, string>;
-  aggregates?: string; ledger?: unknown;
+export interface IngestorDeps {
+  dataDir: string;
+  store: UsageStore;
+  keys: KeysStore;
+  zone: Zone;
+  log: Logger;
+  clock: Clock;
+  /** First wait before retrying a batch the store refused (doubles up to 15 s). */
+  retryMs?: number;
 }
 
-/**
- * The ingestion pipeline: records from any source → StoredEvents (key ids, no secrets) → appended and
- * fsync'd to the event log → counted in the ledger. data/usage.json checkpoints the ledger with the
- * cursor up to which it counted; opening loads it and replays the log after the cursor, so a kill -9
- * loses no flushed record and counts none twice.
- */
-export class Ingestor {
-  private chain: Promise<unknown> = Promise.resolve();
-  private readonly file: Low<UsageFile>;
-  /** Events whose append failed: kept and written first next time (popped records cannot be re-read). */
-  private unwritten: StoredEvent[] = [];
-  /** Fingerprints of first-generation records already counted (rebuilt from the log after a crash). */
-  readonly seen = new SeenFingerprints();
-  /** Told the ids of managed keys whose usage was just counted (quota enforcement listens). */
-  onCounted: ((keyIds: Set<string>) => void) | null = null;
-  lastRecordAt: number | null = null;
-  lastIngestAt: number | null = null;
-  lastError: string | null = null;
-  total = 0;
+/** A caller of accept(): its rows are pending[start, start + rows). */
+interface Waiter { start: number; rows: number; resolve: (n: number) => void; reject: (e: Error) => void }
 
-  private constructor(private readonly d: { dataDir: string; store: KeysStore; ledger: UsageLedger; log: Logger; clock: Clock; eventLog: UsageLog }) {
-    this.file = new Low(new AtomicJsonFile<UsageFile>(path.join(d.dataDir, 'usage.json')), null as unknown as UsageFile);
+/** Where a batch that could not be written at stop is kept: the data directory, else the system's temp directory. */
+const heldPrefix = (dataDir: string, dir: string) =>
+  dir === dataDir ? 'usage-held-' : `key-portal-usage-held-${createHash('sha256').update(dataDir).digest('hex').slice(0, 12)}-`;
+let heldFiles = 0;
+const heldName = (dataDir: string, dir: string, ms: number) => `${heldPrefix(dataDir, dir)}${ms}${String(++heldFiles).padStart(4, '0')}.jsonl`;
+const heldPattern = (dataDir: string, dir: string) => new RegExp(`^${heldPrefix(dataDir, dir)}\\d+\\.jsonl$`);
+
+/**
+ * The ingestion pipeline: raw records from any source → rows (key ids, no secrets, day and hour in
+ * TIMEZONE) → usage.db. Group commit: while one batch is being written, everything that arrives
+ * waits, and goes as the next batch; so a record is committed within one write of arriving, whatever
+ * else the portal does (the writer is a thread of its own).
+ *
+ * When usage.db cannot be written (a full or read-only disk), the batch is kept and retried with
+ * back-off; 'storage' events tell the sources to stop taking records from CLIProxyAPI meanwhile
+ * (they wait in its queue). At stop, a batch that still cannot be written goes to a file
+ * (usage-held-*.jsonl in the data directory, else the system's temp directory), imported at the next
+ * start: a record handed out by CLIProxyAPI is never dropped by the portal.
+ */
+export class Ingestor extends EventEmitter {
+  private pending: UsageRow[] = [];
+  private waiters: Waiter[] = [];
+  private writing: Promise<void> | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryMs: number;
+  private closed = false;
+  /** Told the ids of managed keys whose successful usage was just committed (quota enforcement). */
+  onCounted: ((keyIds: Set<string>) => void) | null = null;
+  /** Newest attempt time counted, when the last batch committed, records stored by this process. */
+  lastRecordAt: number | null = null;
+  lastCommitAt: number | null = null;
+  total = 0;
+  /** Why usage.db is not being written right now (null when it is). */
+  storageError: string | null = null;
+
+  constructor(private readonly d: IngestorDeps) {
+    super();
+    this.retryMs = d.retryMs ?? 1000;
   }
 
-  static async open(d: { dataDir: string; store: KeysStore; ledger: UsageLedger; log: Logger; clock: Clock }): Promise<Ingestor> {
-    const eventLog = new UsageLog(d.dataDir, () => d.clock.now());
-    const ing = new Ingestor({ ...d, eventLog });
-    await ing.file.read();
-    const saved = ing.file.data;
-    await ing.loadAggregates(saved);
-    ing.seen.load(saved?.snapshot_seen);
-    ing.file.data = null as never;
-    const replayed = await eventLog.replayFrom(saved?.cursor ?? null, async (events) => {
-      await d.ledger.warmFor(events);
-      for (const e of events) { d.ledger.add(e); ing.noteCounted(e); }
-    });
-    if (replayed) d.log.info({ module: 'usage', replayed }, 'replayed usage events written after the last checkpoint');
-    return ing;
+  /** Imports batches an earlier run could not write before it stopped (a replay of one is harmless). */
+  async recoverHeld(): Promise<number> {
+    let n = 0;
+    for (const dir of [this.d.dataDir, os.tmpdir()]) {
+      const pattern = heldPattern(this.d.dataDir, dir);
+      for (const name of readdirSync(dir).filter((f) => pattern.test(f)).sort()) {
+        const file = path.join(dir, name);
+        const rows = readFileSync(file, 'utf8').split('\n').filter(Boolean).flatMap((l) => { try { return [JSON.parse(l) as UsageRow]; } catch { return []; } });
+        n += (await this.d.store.write(rows)).inserted;
+        unlinkSync(file);
+        this.d.log.info({ module: 'usage', file, rows: rows.length }, 'stored usage records held by an earlier run');
+      }
+    }
+    return n;
   }
 
   /** Maps a client key to the id stored with its usage; keys the portal does not own get a hash id. */
   private resolve = (apiKey: string): { id: string; managed: boolean } => {
-    const { store } = this.d;
+    const { keys } = this.d;
     if (!apiKey) return { id: '', managed: false };
-    if (keyIndex(store.prefix, apiKey) !== null && store.getKey(apiKey)) return { id: keyIdOf(store.prefix, apiKey), managed: true };
+    if (keyIndex(keys.prefix, apiKey) !== null && keys.getKey(apiKey)) return { id: keyIdOf(keys.prefix, apiKey), managed: true };
     return { id: hashId(apiKey), managed: false };
   };
 
-  private noteCounted(e: StoredEvent): void {
-    this.total++;
-    if (e.fp) this.seen.add(e.fp, e.t);
-    if (this.lastRecordAt === null || e.t > this.lastRecordAt) this.lastRecordAt = e.t;
+  private toRows(raws: readonly unknown[]): UsageRow[] {
+    const now = this.d.clock.now();
+    const rows: UsageRow[] = [];
+    for (const raw of raws) {
+      const row = toUsageRow(raw, this.resolve, this.d.zone, now);
+      if (row) rows.push(row);
+    }
+    return rows;
   }
 
-  /** Ingests raw records in arrival order; resolves with how many were usage records, once they count. */
-  ingest(raws: unknown[]): Promise<number> {
-    const run = this.chain.then(async () => {
-      const now = this.d.clock.now();
-      const events = raws.map((r) => toStoredEvent(r, this.resolve, now))
-        .filter((e): e is StoredEvent => e !== null && !(e.fp && !this.seen.isNew(e.fp, e.t)));
-      const batch = this.unwritten.length ? [...this.unwritten, ...events] : events;
-      try {
-        // Days on disk only that a late record belongs to are read first: nothing is appended that
-        // could not then be counted.
-        await this.d.ledger.warmFor(batch);
-        await this.d.eventLog.append(batch);
-        this.unwritten = [];
-      } catch (err) {
-        this.unwritten = batch;
-        this.lastError = `could not store usage records: ${(err as Error).message}`;
-        this.d.log.error({ module: 'usage', err, held: batch.length }, 'storing usage records failed; records held in memory');
-        throw err;
-      }
-      const counted = new Set<string>();
-      for (const e of batch) {
-        this.d.ledger.add(e);
-        this.noteCounted(e);
-        if (e.x !== 1 && !e.f) counted.add(e.k);
-      }
-      if (counted.size) this.onCounted?.(counted);
-      this.lastIngestAt = now;
-      this.lastError = null;
-      return events.length;
+  /** Takes records without waiting (the subscription: its socket must never wait on the disk). */
+  push(raws: readonly unknown[]): void {
+    const rows = this.toRows(raws);
+    if (!rows.length) return;
+    if (this.closed) { this.spill(rows); return; } // a record already in flight when the source stopped
+    this.pending.push(...rows);
+    this.kick();
+  }
+
+  /** Takes records and resolves with how many were new usage records once they are committed. */
+  accept(raws: readonly unknown[]): Promise<number> {
+    const rows = this.toRows(raws);
+    if (!rows.length) return Promise.resolve(0);
+    if (this.closed) { // taken from CLIProxyAPI as the portal stopped: kept for the next start
+      const file = this.spill(rows);
+      return Promise.reject(new UsageStorageError(`usage ingestion has stopped; the records were kept in ${file}`, 'HELD'));
+    }
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ start: this.pending.length, rows: rows.length, resolve, reject });
+      this.pending.push(...rows);
+      this.kick();
     });
-    this.chain = run.catch(() => undefined);
-    return run;
   }
 
-  private generation = 0;
-  /** Files named by the current usage.json, by unit ('d:DAY', 'h:DAY'; '' = totals). */
-  private files = new Map<string, string>();
-  private legacyFile: string | null = null;
-
-  private get aggDir(): string { return path.join(this.d.eventLog.dir, 'agg'); }
-
-  private async loadAggregates(saved: UsageFile | null): Promise<void> {
-    const { ledger } = this.d;
-    ledger.loader = async (unit) => {
-      const name = this.files.get(unit);
-      return name ? readFile(path.join(this.aggDir, name)) : null;
-    };
-    if (saved?.index && saved.totals) {
-      this.generation = saved.generation ?? 0;
-      ledger.restore(saved.index, await readFile(path.join(this.aggDir, path.basename(saved.totals))));
-      this.files.set('', path.basename(saved.totals));
-      const now = this.d.clock.now();
-      for (const [unit, name] of Object.entries(saved.units ?? {})) {
-        if (!/^[dh]:\d{4}-\d{2}-\d{2}$/.test(unit)) continue;
-        this.files.set(unit, path.basename(name));
-        if (ledger.isHot(unit, now)) ledger.loadUnit(unit, await readFile(path.join(this.aggDir, path.basename(name))));
-        else ledger.registerCold(unit);
-      }
-    } else if (saved?.ledger) { // version 1.0: the aggregates inline
-      for (const [id, raw] of Object.entries(saved.ledger as Record<string, unknown>)) ledger.loadLegacyEntry(id, raw);
-    } else if (saved?.aggregates) { // version 1.1: JSON lines, one key each
-      this.legacyFile = path.basename(saved.aggregates);
-      const lines = createInterface({ input: createReadStream(path.join(this.d.eventLog.dir, this.legacyFile), 'utf8'), crlfDelay: Infinity });
-      for await (const line of lines) {
-        if (!line) continue;
-        const [id, entry] = JSON.parse(line) as [string, unknown];
-        ledger.loadLegacyEntry(id, entry);
-      }
-    }
-    // Files a crash left between writing them and naming them in usage.json.
-    const named = new Set(this.files.values());
-    for (const name of await readdir(this.aggDir).catch(() => [] as string[])) {
-      if (!named.has(name)) await unlink(path.join(this.aggDir, name)).catch(() => undefined);
-    }
+  /** Resolves once everything taken so far is committed (or held after a failure). */
+  async settled(): Promise<void> {
+    while (this.writing) await this.writing;
   }
+
+  private kick(): void {
+    if (this.writing || this.retryTimer || !this.pending.length) return;
+    this.writing = this.flush().finally(() => {
+      this.writing = null;
+      if (!this.retryTimer) this.kick();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    const rows = this.pending;
+    const waiters = this.waiters;
+    this.pending = [];
+    this.waiters = [];
+    let result: WriteResult;
+    try {
+      result = await this.d.store.write(rows);
+    } catch (err) {
+      // Nothing of the batch was stored: it goes back in front, and is tried again after a pause.
+      for (const w of this.waiters) w.start += rows.length;
+      this.pending = rows.concat(this.pending);
+      this.waiters = waiters.concat(this.waiters);
+      this.onStorageFailure(err as Error);
+      return;
+    }
+    this.onStored(rows, waiters, result);
+  }
+
+  private onStored(rows: UsageRow[], waiters: Waiter[], result: WriteResult): void {
+    this.lastCommitAt = this.d.clock.now();
+    this.total += result.inserted;
+    for (const r of rows) if (this.lastRecordAt === null || r.ts > this.lastRecordAt) this.lastRecordAt = r.ts;
+    if (this.storageError) {
+      this.storageError = null;
+      this.retryMs = this.d.retryMs ?? 1000;
+      this.d.log.info({ module: 'usage' }, 'usage.db is writable again');
+      this.emit('storage', true);
+    }
+    // Each waiter learns how many of its rows were new (replays are not).
+    const dup = new Set(result.duplicateRows);
+    for (const w of waiters) {
+      let mine = 0;
+      for (let r = w.start; r < w.start + w.rows; r++) if (!dup.has(r)) mine++;
+      w.resolve(mine);
+    }
+    const counted = new Set<string>();
+    for (const k of result.keys) if (!k.x && k.requests > 0) counted.add(k.k);
+    if (counted.size) this.onCounted?.(counted);
+  }
+
+  private onStorageFailure(err: Error): void {
+    const message = `usage records cannot be stored: ${err.message}`;
+    if (this.storageError !== message) {
+      this.d.log.error({ module: 'usage', err, held: this.pending.length }, 'writing usage.db failed; records are held and written when it can be');
+    }
+    const first = this.storageError === null;
+    this.storageError = message;
+    if (first) this.emit('storage', false);
+    if (this.closed) return;
+    this.retryTimer = setTimeout(() => { this.retryTimer = null; this.kick(); }, this.retryMs);
+    this.retryMs = Math.min(this.retryMs * 2, 15_000);
+  }
+
+  /** Records waiting to be written (held through a storage failure, or arriving now). */
+  get held(): number { return this.pending.length; }
 
   /**
-   * Writes what changed and the totals (new files of a new generation), then usage.json naming them
-   * with the cursor they count up to, then removes the files they replace.
+   * Stops taking records, writes what is waiting one last time, and puts what still cannot be
+   * written in a file for the next start.
    */
-  checkpoint(): Promise<void> {
-    const run = this.chain.then(async () => {
-      const { ledger } = this.d;
-      const now = this.d.clock.now();
-      ledger.pruneHours(now);
-      const today = ledger.dayHour(now).day;
-      const g = ++this.generation;
-      await mkdir(this.aggDir, { recursive: true, mode: 0o700 });
-      const cursor = this.d.eventLog.position();
-      const dirty = ledger.dirtyUnits();
-      const next = new Map(this.files);
-      for (const unit of ledger.takeRemoved()) next.delete(unit);
-      for (const unit of dirty) {
-        const name = `${unit.slice(2)}.${g}.${unit[0]}.bin`;
-        await writeFileAtomic(path.join(this.aggDir, name), ledger.encodeUnit(unit, unit.slice(2) >= today));
-        next.set(unit, name);
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = null; }
+    await this.settled();
+    if (this.pending.length) {
+      const rows = this.pending;
+      const waiters = this.waiters;
+      this.pending = [];
+      this.waiters = [];
+      try {
+        this.onStored(rows, waiters, await this.d.store.write(rows));
+      } catch (err) {
+        const file = this.spill(rows);
+        for (const w of waiters) w.reject(new UsageStorageError(`stopped before these records could be stored; they were kept in ${file}`, 'HELD'));
       }
-      const totals = `totals.${g}.bin`;
-      await writeFileAtomic(path.join(this.aggDir, totals), Buffer.from(ledger.encodeTotals().buffer));
-      next.set('', totals);
-      const units = Object.fromEntries([...next].filter(([unit]) => unit !== ''));
-      const body: UsageFile = {
-        version: '2', checkpoint_at: new Date(now).toISOString(), cursor, snapshot_seen: this.seen.toJSON(),
-        generation: g, index: ledger.index(), totals, units,
-      };
-      await (this.file.adapter as AtomicJsonFile<UsageFile>).writeText(JSON.stringify(body));
-      ledger.markClean(dirty);
-      const replaced = [...this.files].filter(([unit, name]) => next.get(unit) !== name).map(([, name]) => name);
-      this.files = next;
-      for (const name of replaced) await unlink(path.join(this.aggDir, name)).catch(() => undefined);
-      if (this.legacyFile) {
-        await unlink(path.join(this.d.eventLog.dir, this.legacyFile)).catch(() => undefined);
-        this.legacyFile = null;
-      }
-      ledger.cool(now);
-    });
-    this.chain = run.catch(() => undefined);
-    return run;
+    }
   }
 
-  removeOldEvents(days: number): Promise<string[]> { return this.d.eventLog.removeOlderThan(days); }
-
-  async close(): Promise<void> {
-    await this.checkpoint().catch((err) => this.d.log.error({ module: 'usage', err }, 'usage checkpoint failed; the event log keeps everything'));
-    await this.d.eventLog.close();
+  private spill(rows: UsageRow[]): string {
+    const text = rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
+    for (const dir of [this.d.dataDir, os.tmpdir()]) {
+      const file = path.join(dir, heldName(this.d.dataDir, dir, Date.now()));
+      try {
+        const fd = openSync(file, 'wx', 0o600);
+        try {
+          writeFileSync(fd, text); // loops over short writes; throws if it cannot finish
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+        const level = dir === this.d.dataDir ? 'warn' : 'error';
+        this.d.log[level]({ module: 'usage', file, rows: rows.length }, 'usage.db could not be written: these usage records are kept and stored at the next start');
+        return file;
+      } catch {
+        try { unlinkSync(file); } catch { /* nothing was created */ }
+      }
+    }
+    this.d.log.fatal({ module: 'usage', rows: rows.length }, 'usage records could not be stored anywhere and are lost');
+    return '(nowhere)';
   }
 }

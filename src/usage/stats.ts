@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import type { Clock } from '../clock.js';
 import { keyIdOf, maskKey } from '../keys/format.js';
-import type { KeysStore } from '../store/keys-store.js';
-import type { UsageLedger } from './ledger.js';
 import { usedToday } from '../keys/quota.js';
-import type { Suspension } from '../store/keys-store.js';
+import type { KeysStore, Suspension } from '../store/keys-store.js';
+import { type Counts, type UsageStore } from '../store/usage-store.js';
+import { COUNT_FIELDS, zeroCounts } from '../store/usage-schema.js';
+import type { Zone } from '../time/zone.js';
 
 export interface KeyView {
   key_id: string;
@@ -32,56 +33,45 @@ export interface UserRow {
   share: number; last_used: string | null;
 }
 
-interface Owner { email: string; name: string; keyCount: number; slots: number[]; lastMs: number; lastIso: string | null }
-
 export interface Leaderboard {
   users: UserRow[];
   summary: { total_users: number; total_requests: number; total_tokens: number; total_keys: number };
 }
 
-/** Read-side queries over the key store and the usage ledger. Never returns a full key. */
+/** A period of statistics: calendar days in TIMEZONE, both included, and optionally one model. */
+export interface Range { from: string; to: string; model?: string; hourly?: boolean }
+
+type DayPoint = { day: string } & Counts;
+type HourPoint = { hour: string } & Counts;
+type ModelPoint = { model: string } & Counts;
+export interface Series { by_day: DayPoint[]; by_hour: HourPoint[]; by_model: ModelPoint[]; range_totals: Counts }
+
+const add = (into: Counts, c: Counts) => { for (const f of COUNT_FIELDS) into[f] += c[f]; };
+
+/** Read-side queries over the key store and usage.db. Never returns a full key. */
 export class StatsService {
   private cache: { at: number; value: Leaderboard; json: { body: string; etag: string } | null } | null = null;
+  private owners: { version: number; liveKeys: number; users: { email: string; name: string; keyCount: number; ids: string[] }[] } | null = null;
 
-  constructor(private readonly d: { store: KeysStore; ledger: UsageLedger; clock: Clock; ttlMs: number }) {}
-
-  /**
-   * Every person with the ledger slots of every key they ever held; rebuilt only when the keys
-   * change or a key is used for the first time. Also remembers each person's last use as text.
-   */
-  private owners: { version: string; liveKeys: number; users: Owner[] } | null = null;
-
-  private ownersNow(): NonNullable<StatsService['owners']> {
-    const { store, ledger } = this.d;
-    const version = `${store.version}:${ledger.slotCount}`;
-    if (this.owners?.version === version) return this.owners;
-    const before = new Map(this.owners?.users.map((o) => [o.email, o]));
-    const byEmail = new Map<string, Owner>();
-    for (const [email, u] of store.userEntries()) {
-      const was = before.get(email);
-      byEmail.set(email, { email, name: u.name, keyCount: u.api_keys.length, slots: [], lastMs: was?.lastMs ?? -1, lastIso: was?.lastIso ?? null });
-    }
-    let liveKeys = 0;
-    for (const [k, r] of store.entries()) {
-      if (r.status !== 'revoked') liveKeys++;
-      const slot = r.email ? ledger.slotIndex(keyIdOf(store.prefix, k)) : -1;
-      if (slot >= 0) byEmail.get(r.email!)?.slots.push(slot);
-    }
-    this.owners = { version, liveKeys, users: [...byEmail.values()] };
-    return this.owners;
-  }
+  constructor(private readonly d: { store: KeysStore; usage: UsageStore; zone: Zone; clock: Clock; ttlMs: number }) {}
 
   /** Drops the cached leaderboard (after a change an admin expects to see at once). */
   invalidate(): void { this.cache = null; }
 
+  /** The last `days` calendar days, ending today. */
+  lastDays(days: number): Range {
+    const today = this.d.zone.day(this.d.clock.now());
+    return { from: this.d.zone.addDays(today, -(days - 1)), to: today };
+  }
+
   keyView(key: string): KeyView {
-    const { store, ledger, clock } = this.d;
+    const { store, usage, zone, clock } = this.d;
     const r = store.getKey(key)!;
     const id = keyIdOf(store.prefix, key);
     const now = clock.now();
-    const t = ledger.totals(id);
-    const today = ledger.today(id, now);
-    const used = usedToday(ledger, now, id, r);
+    const t = usage.totals(id);
+    const today = usage.day([id], zone.day(now));
+    const used = usedToday(usage, zone, now, id, r);
     return {
       key_id: id, masked: maskKey(store.prefix, key), email: r.email, label: r.label, status: r.status,
       daily_limit: r.daily_limit, daily_token_limit: r.daily_token_limit, expires_at: r.expires_at ?? null,
@@ -91,10 +81,10 @@ export class StatsService {
         requests: used.requests, tokens: used.tokens,
         remaining_requests: r.daily_limit ? Math.max(0, r.daily_limit - used.requests) : null,
         remaining_tokens: r.daily_token_limit ? Math.max(0, r.daily_token_limit - used.tokens) : null,
-        resets_at: new Date(ledger.nextDayStart(now)).toISOString(),
+        resets_at: new Date(zone.nextDayStart(now)).toISOString(),
       },
       totals: { requests: t.requests, tokens: t.tokens, failed: t.failed },
-      last_used: t.last_used ? new Date(t.last_used).toISOString() : null,
+      last_used: t.last_used === null ? null : new Date(t.last_used).toISOString(),
     };
   }
 
@@ -119,50 +109,51 @@ export class StatsService {
 
   /** GET /admin/usage: every key used today (tokens descending) and the day's totals. */
   todayUsage() {
-    const { store, ledger, clock } = this.d;
+    const { store, usage, zone, clock } = this.d;
     const now = clock.now();
+    const day = zone.day(now);
     const keys: { key_id: string; email: string | null; label: string; status: string; requests: number; tokens: number; failed: number;
       daily_limit: number; daily_token_limit: number; quota_requests: number; quota_tokens: number }[] = [];
     const unmanaged: { id: string; requests: number; tokens: number; failed: number }[] = [];
     const totals = { requests: 0, tokens: 0, failed: 0 };
-    ledger.todayByKey(now, (id, c, isUnmanaged) => {
+    for (const { key_id: id, unmanaged: isUnmanaged, counts: c } of usage.dayByKey(day)) {
       totals.requests += c.requests;
       totals.tokens += c.tokens;
       totals.failed += c.failed;
       const key = isUnmanaged ? undefined : store.keyById(id);
       const r = key ? store.getKey(key) : undefined;
-      if (!key || !r) { unmanaged.push({ id, requests: c.requests, tokens: c.tokens, failed: c.failed }); return; }
-      const used = usedToday(ledger, now, id, r);
+      if (!key || !r) { unmanaged.push({ id, requests: c.requests, tokens: c.tokens, failed: c.failed }); continue; }
+      const used = usedToday(usage, zone, now, id, r);
       keys.push({ key_id: id, email: r.email, label: r.label, status: r.status, requests: c.requests, tokens: c.tokens, failed: c.failed,
         daily_limit: r.daily_limit, daily_token_limit: r.daily_token_limit, quota_requests: used.requests, quota_tokens: used.tokens });
-    });
+    }
     keys.sort((a, b) => b.tokens - a.tokens || b.requests - a.requests);
-    return { day: ledger.dayHour(now).day, time_zone: ledger.timeZone, reset_at: new Date(ledger.nextDayStart(now)).toISOString(), totals, keys, unmanaged };
+    return { day, time_zone: zone.name, reset_at: new Date(zone.nextDayStart(now)).toISOString(), totals, keys, unmanaged };
   }
 
   /**
    * GET /usage: one key today against its limits (0 = unlimited → remaining null), its status (with
-   * the suspension and when it lifts), and its totals. `counted` is what the limits see today.
+   * the suspension and when it lifts), and its totals. `counted_*` is what the limits see today.
    */
   keyUsage(key: string) {
-    const { store, ledger, clock } = this.d;
+    const { store, usage, zone, clock } = this.d;
     const r = store.getKey(key)!;
     const id = keyIdOf(store.prefix, key);
     const now = clock.now();
-    const today = ledger.today(id, now);
-    const used = usedToday(ledger, now, id, r);
-    const t = ledger.totals(id);
+    const today = usage.day([id], zone.day(now));
+    const used = usedToday(usage, zone, now, id, r);
+    const t = usage.totals(id);
     return {
       key_id: id, status: r.status, suspension: r.suspension ?? null, expires_at: r.expires_at ?? null,
-      day: ledger.dayHour(now).day, time_zone: ledger.timeZone,
+      day: zone.day(now), time_zone: zone.name,
       today: { requests: today.requests, tokens: today.tokens, failed: today.failed, counted_requests: used.requests, counted_tokens: used.tokens },
       limits: { daily_limit: r.daily_limit, daily_token_limit: r.daily_token_limit },
       remaining: {
         requests: r.daily_limit ? Math.max(0, r.daily_limit - used.requests) : null,
         tokens: r.daily_token_limit ? Math.max(0, r.daily_token_limit - used.tokens) : null,
       },
-      reset_at: new Date(ledger.nextDayStart(now)).toISOString(),
-      totals: { requests: t.requests, tokens: t.tokens, failed: t.failed, last_used: t.last_used ? new Date(t.last_used).toISOString() : null },
+      reset_at: new Date(zone.nextDayStart(now)).toISOString(),
+      totals: { requests: t.requests, tokens: t.tokens, failed: t.failed, last_used: t.last_used === null ? null : new Date(t.last_used).toISOString() },
     };
   }
 
@@ -187,36 +178,80 @@ export class StatsService {
     return out;
   }
 
-  async userStats(email: string, days: number) {
-    const { store, ledger, clock } = this.d;
+  /**
+   * Several keys over a range: every day of it (zeros included), by model, and by hour — over the
+   * range when `hourly`, else the last 48 hours — with the range's totals.
+   */
+  series(ids: readonly string[], range: Range): Series {
+    const { usage, zone, clock } = this.d;
+    const days = new Map(zone.daysBetween(range.from, range.to).map((day) => [day, { day, ...zeroCounts() }]));
+    const models = new Map<string, ModelPoint>();
+    const range_totals = zeroCounts();
+    for (const r of usage.byDay(ids, range.from, range.to, range.model)) {
+      const d = days.get(r.day);
+      if (d) add(d, r.counts);
+      add(models.get(r.model) ?? models.set(r.model, { model: r.model, ...zeroCounts() }).get(r.model)!, r.counts);
+      add(range_totals, r.counts);
+    }
+    const now = clock.now();
+    const [hFrom, hTo] = range.hourly
+      ? [zone.startOfDay(range.from), Math.min(now, zone.nextDayStart(zone.startOfDay(range.to)) - 1)]
+      : [now - 47 * 3_600_000, now];
+    const hours = new Map(zone.hoursBetween(hFrom, hTo).map((hour) => [hour, { hour, ...zeroCounts() }]));
+    const hourKeys = [...hours.keys()];
+    if (hourKeys.length) {
+      for (const r of usage.byHour(ids, hourKeys[0]!, hourKeys.at(-1)!, range.model)) {
+        const h = hours.get(r.hour);
+        if (h) add(h, r.counts);
+      }
+    }
+    return {
+      by_day: [...days.values()], by_hour: [...hours.values()],
+      by_model: [...models.values()].sort((a, b) => b.tokens - a.tokens || b.requests - a.requests), range_totals,
+    };
+  }
+
+  /** A person's statistics over a range (default: the last 30 days), with their keys. */
+  userStats(email: string, range: Range) {
+    const { store, usage } = this.d;
     const keys = this.allKeysOf(email);
     const ids = keys.map((k) => keyIdOf(store.prefix, k));
-    const series = await ledger.series(ids, days, clock.now());
     const totals = { requests: 0, tokens: 0, failed: 0 };
     for (const id of ids) {
-      const t = ledger.totals(id);
+      const t = usage.totals(id);
       totals.requests += t.requests;
       totals.tokens += t.tokens;
       totals.failed += t.failed;
     }
-    return { email, name: store.getUser(email)?.name ?? '', days, totals, ...series, keys: keys.map((k) => this.keyView(k)) };
+    const days = this.d.zone.daysBetween(range.from, range.to).length;
+    return {
+      email, name: store.getUser(email)?.name ?? '', from: range.from, to: range.to, days, model: range.model ?? null,
+      totals, ...this.series(ids, range), models: usage.models(ids), keys: keys.map((k) => this.keyView(k)),
+    };
+  }
+
+  /** One key's statistics over a range. */
+  keyStats(key: string, range: Range) {
+    const id = keyIdOf(this.d.store.prefix, key);
+    const view = this.keyView(key);
+    return { key: view, from: range.from, to: range.to, model: range.model ?? null, ...this.series([id], range), models: this.d.usage.models([id]) };
   }
 
   /** Usage of keys the portal does not manage (hash ids; '' = CLIProxyAPI with auth off). */
   unmanaged(): { keys: { id: string; requests: number; tokens: number; failed: number; last_used: string | null }[]; total_requests: number; total_tokens: number } {
-    const keys = this.d.ledger.unmanagedIds().map((id) => {
-      const t = this.d.ledger.totals(id);
-      return { id, requests: t.requests, tokens: t.tokens, failed: t.failed, last_used: t.last_used ? new Date(t.last_used).toISOString() : null };
+    const keys = this.d.usage.unmanagedIds().map((id) => {
+      const t = this.d.usage.totals(id);
+      return { id, requests: t.requests, tokens: t.tokens, failed: t.failed, last_used: t.last_used === null ? null : new Date(t.last_used).toISOString() };
     }).sort((a, b) => b.tokens - a.tokens);
     return { keys, total_requests: keys.reduce((s, k) => s + k.requests, 0), total_tokens: keys.reduce((s, k) => s + k.tokens, 0) };
   }
 
   /**
    * CSV by day and model: one person's keys, or everyone's. Cells that a spreadsheet would run as a
-   * formula (= + - @) are quoted as text.
+   * formula (= + - @) are quoted as text. Read a day at a time.
    */
-  async *csv(emails: string[] | null, days: number): AsyncIterableIterator<string> {
-    const { store, ledger, clock } = this.d;
+  async *csv(emails: string[] | null, range: Range): AsyncIterableIterator<string> {
+    const { store, usage, zone } = this.d;
     const cell = (v: string | number) => {
       let s = String(v);
       if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
@@ -224,22 +259,21 @@ export class StatsService {
     };
     yield 'date,email,key_id,model,requests,failed,tokens,input_tokens,output_tokens,reasoning_tokens,cached_tokens\n';
     const wanted = emails ? new Set(emails) : null;
-    const ids: string[] = [];
     const owner = new Map<string, string>();
     for (const [k, r] of store.entries()) {
       if (!r.email || (wanted && !wanted.has(r.email))) continue;
-      const id = keyIdOf(store.prefix, k);
-      ids.push(id);
-      owner.set(id, r.email);
+      owner.set(keyIdOf(store.prefix, k), r.email);
     }
-    // Day by day (a day on disk is read once), each day's rows in the order of the keys.
-    const days_ = ledger.daysWithin(days, clock.now());
-    for (const day of days_) {
+    const ids = wanted ? [...owner.keys()] : null;
+    for (const day of zone.daysBetween(range.from, range.to)) {
       const lines: string[] = [];
-      await ledger.eachDay([day], (_d, block) => ledger.rowsOf(block, ids, (id, model, c) => {
-        lines.push([day, owner.get(id)!, id, model, c.requests, c.failed, c.tokens, c.input, c.output, c.reasoning, c.cached].map(cell).join(',') + '\n');
-      }));
+      for (const { key_id, model, counts: c } of usage.rowsOfDay(day, ids)) {
+        const email = owner.get(key_id);
+        if (email === undefined || (range.model && model !== range.model)) continue;
+        lines.push([day, email, key_id, model, c.requests, c.failed, c.tokens, c.input, c.output, c.reasoning, c.cached].map(cell).join(',') + '\n');
+      }
       for (let i = 0; i < lines.length; i += 1000) yield lines.slice(i, i + 1000).join('');
+      await new Promise((r) => setImmediate(r)); // a long export never holds up other requests for long
     }
   }
 
@@ -262,33 +296,48 @@ export class StatsService {
     return b.json;
   }
 
+  /** Every person with the ids of every key they ever held; rebuilt only when the keys change. */
+  private ownersNow(): NonNullable<StatsService['owners']> {
+    const { store } = this.d;
+    if (this.owners?.version === store.version) return this.owners;
+    const byEmail = new Map<string, { email: string; name: string; keyCount: number; ids: string[] }>();
+    for (const [email, u] of store.userEntries()) byEmail.set(email, { email, name: u.name, keyCount: u.api_keys.length, ids: [] });
+    let liveKeys = 0;
+    for (const [k, r] of store.entries()) {
+      if (r.status !== 'revoked') liveKeys++;
+      if (r.email) byEmail.get(r.email)?.ids.push(keyIdOf(store.prefix, k));
+    }
+    this.owners = { version: store.version, liveKeys, users: [...byEmail.values()] };
+    return this.owners;
+  }
+
   private board(): NonNullable<StatsService['cache']> {
     const now = this.d.clock.now();
     if (this.cache && now - this.cache.at < this.d.ttlMs) return this.cache;
-    const { ledger } = this.d;
+    const { usage } = this.d;
     const owners = this.ownersNow();
-    const t = new Float64Array(3);
     let totalTokens = 0;
     let totalRequests = 0;
+    const lastText = new Map<number, string>();
     const users: UserRow[] = owners.users.map((o) => {
       let requests = 0;
       let tokens = 0;
       let last = -1;
-      for (const slot of o.slots) {
-        ledger.slotTotals(slot, t);
-        requests += t[0]!;
-        tokens += t[1]!;
-        if (t[2]! > last) last = t[2]!; // NaN (never used) compares false
+      for (const id of o.ids) {
+        const t = usage.totals(id);
+        requests += t.requests;
+        tokens += t.tokens;
+        if (t.last_used !== null && t.last_used > last) last = t.last_used;
       }
-      if (last !== o.lastMs) { o.lastMs = last; o.lastIso = last >= 0 ? new Date(last).toISOString() : null; }
       totalTokens += tokens;
       totalRequests += requests;
-      return { email: o.email, name: o.name, total_requests: requests, total_tokens: tokens, key_count: o.keyCount, share: 0, last_used: o.lastIso };
+      let lastIso: string | null = null;
+      if (last >= 0) lastIso = lastText.get(last) ?? lastText.set(last, new Date(last).toISOString()).get(last)!;
+      return { email: o.email, name: o.name, total_requests: requests, total_tokens: tokens, key_count: o.keyCount, share: 0, last_used: lastIso };
     });
-    const totalKeys = owners.liveKeys;
     users.sort((a, b) => b.total_tokens - a.total_tokens || b.total_requests - a.total_requests || (a.email < b.email ? -1 : a.email > b.email ? 1 : 0));
     for (const u of users) u.share = totalTokens ? Math.round((u.total_tokens / totalTokens) * 10_000) / 10_000 : 0;
-    const value = { users, summary: { total_users: users.length, total_requests: totalRequests, total_tokens: totalTokens, total_keys: totalKeys } };
+    const value = { users, summary: { total_users: users.length, total_requests: totalRequests, total_tokens: totalTokens, total_keys: owners.liveKeys } };
     this.cache = { at: now, value, json: null };
     return this.cache;
   }

@@ -23,7 +23,7 @@ const AUDIT_PER_PAGE = 50;
  */
 export function adminKeysRouter(deps: WebDeps): Router {
   const r = Router();
-  const { keys, quota, stats, store, audit, ledger, clock } = deps;
+  const { keys, quota, stats, store, audit, zone, clock } = deps;
   const t = (req: Request) => translator(pickLocale(req));
   /** Scripts (a bearer, or not asking for HTML) get JSON and a 401 without the token; browsers get pages. */
   const isApi = (req: Request) => !wantsPage(req) || req.method === 'PATCH' || req.method === 'DELETE';
@@ -60,7 +60,7 @@ export function adminKeysRouter(deps: WebDeps): Router {
     const view = stats.keyView(key);
     renderPage(deps, req, res, 'admin-key', {
       title: `${t(req)('admin.keys.key')} ${view.key_id}`, area: 'admin', nav: 'keys', k: view,
-      expiresLocal: view.expires_at ? ledger.wallClock(Date.parse(view.expires_at)) : '', ...extra,
+      expiresLocal: view.expires_at ? zone.wallClock(Date.parse(view.expires_at)) : '', ...extra,
     });
   };
 
@@ -90,7 +90,7 @@ export function adminKeysRouter(deps: WebDeps): Router {
 
   const keysPage = (req: Request, res: Response, extra: Record<string, unknown> = {}) => {
     const { status, q } = listQuery(req);
-    // Views are built for the page shown only (a view reads the ledger; there may be 30k keys).
+    // Views are built for the page shown only (a view reads usage.db; there may be 30k keys).
     const first = stats.adminKeys({ status: status || undefined, q: q || undefined, offset: 0, limit: 0 });
     const pages = Math.max(1, Math.ceil(first.total / KEYS_PER_PAGE));
     const page = queryInt(req.query.page, 1, pages);
@@ -118,7 +118,7 @@ export function adminKeysRouter(deps: WebDeps): Router {
     if (!actor) return;
     if (isApi(req)) return res.status(201).json(createdView(await create(req.body, actor)));
     try {
-      const issued = await create(formToJson(req.body, { numbers: ['daily_limit', 'daily_token_limit'], offset: ledger.offsetLabel(clock.now()) }), actor);
+      const issued = await create(formToJson(req.body, { numbers: ['daily_limit', 'daily_token_limit'], zone }), actor);
       renderPage(deps, req, res, 'admin-key-created', { title: t(req)('admin.keys.created'), area: 'admin', nav: 'keys', created: createdView(issued) });
     } catch (err) {
       if (!(err instanceof AppError) || err.status >= 500) throw err;
@@ -166,7 +166,7 @@ export function adminKeysRouter(deps: WebDeps): Router {
     const action = String(req.body?.action ?? '');
     try {
       if (action === 'update') {
-        const raw = formToJson(req.body, { numbers: ['daily_limit', 'daily_token_limit'], clearable: ['expires_at'], offset: ledger.offsetLabel(clock.now()) });
+        const raw = formToJson(req.body, { numbers: ['daily_limit', 'daily_token_limit'], clearable: ['expires_at'], zone });
         delete raw.action;
         const changes = parseBody(adminKeyPatch, raw);
         futureOnly(changes.expires_at);

@@ -63,8 +63,8 @@ export function adminPagesRouter(deps: WebDeps): Router {
     const cliproxyLine = s.error ?? (s.reachable ? t(req)('admin.cliproxy.ok', { version: s.version ?? '?' }) : t(req)('admin.cliproxy.unknown'));
     const u = deps.usage.status();
     const usageLine = u.source
-      ? t(req)('admin.usage.line', { source: u.source, last: u.last_usage_at ? u.last_usage_at.slice(0, 19).replace('T', ' ') : t(req)('never'),
-        lag: u.lag_ms === null ? '–' : (u.lag_ms / 1000).toFixed(1) })
+      ? t(req)('admin.usage.line', { source: u.source, last: u.last_usage_at ? deps.zone.format(Date.parse(u.last_usage_at)) : t(req)('never'),
+        ago: u.last_usage_at ? Math.max(0, Math.round((deps.clock.now() - Date.parse(u.last_usage_at)) / 1000)) : '–' })
       : t(req)('admin.cliproxy.unknown');
     const all = stats.allUsers();
     const q = typeof req.query.q === 'string' ? req.query.q.trim().toLowerCase().slice(0, 100) : '';
@@ -79,7 +79,7 @@ export function adminPagesRouter(deps: WebDeps): Router {
   r.get('/admin/users/:email', adminOnly, async (req, res, next) => {
     const email = String(req.params.email).toLowerCase();
     if (!store.getUser(email)) return next();
-    renderPage(deps, req, res, 'admin-user', { title: email, area: 'admin', nav: 'users', stats: await stats.userStats(email, 30) });
+    renderPage(deps, req, res, 'admin-user', { title: email, area: 'admin', nav: 'users', stats: stats.userStats(email, stats.lastDays(30)) });
   });
 
   r.get('/admin/pool', adminOnly, (req, res) => {

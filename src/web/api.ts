@@ -6,14 +6,17 @@ import { badRequest, forbidden, notFound, unauthorized } from '../errors.js';
 import { actorFromRequest, bearerToken, matchKey, requireAdmin, requireUserOrAdmin } from './auth.js';
 import { safeEqual } from '../keys/format.js';
 import type { WebDeps } from './deps.js';
-import { email, keyRef, parseBody, registerBody } from './validate.js';
+import { email, keyRef, parseBody, parseInstant, parseRange, registerBody } from './validate.js';
+import { keyIdOf } from '../keys/format.js';
 
-function parseDays(raw: unknown, fallback: number): number {
-  const v = raw ?? String(fallback);
-  if (typeof v !== 'string' || !/^\d{1,3}$/.test(v) || Number(v) < 1 || Number(v) > 366) {
-    throw badRequest('invalid_field', 'days must be a whole number from 1 to 366.');
-  }
-  return Number(v);
+const REQUESTS_PER_PAGE = 100;
+
+/** `before=<ms>_<id>`: the cursor of the request log's next page. */
+function parseCursor(v: unknown): { at: number; id: number } | undefined {
+  if (v === undefined || v === '') return undefined;
+  const m = typeof v === 'string' ? /^(\d{1,15})_(\d{1,15})$/.exec(v) : null;
+  if (!m) throw badRequest('invalid_field', 'before must be the cursor a previous page returned.');
+  return { at: Number(m[1]), id: Number(m[2]) };
 }
 
 /** The user-facing JSON API (paths of the original tool). */
@@ -70,9 +73,70 @@ export function apiRouter(deps: WebDeps): Router {
     requireUserOrAdmin(actor);
     const who = String(req.params.email).trim().toLowerCase();
     if (actor.kind !== 'admin' && !(actor.kind === 'user' && actor.email === who)) throw forbidden('You may see only your own statistics.');
-    const days = parseDays(req.query.days, 30);
+    const range = parseRange(req.query, deps.zone, deps.clock.now());
     if (!store.getUser(who)) throw notFound('No such user.');
-    res.json(await stats.userStats(who, days));
+    res.json(stats.userStats(who, range));
+  });
+
+  /** One key over a range: its owner, or an admin. */
+  r.get('/api/key-stats/:id', (req, res) => {
+    const actor = actorFromRequest(req, deps);
+    requireUserOrAdmin(actor);
+    const key = store.keyById(String(req.params.id));
+    const record = key ? store.getKey(key) : undefined;
+    if (!key || !record || (actor.kind !== 'admin' && !(actor.kind === 'user' && record.email === actor.email))) throw notFound('No such key.');
+    res.json(stats.keyStats(key, parseRange(req.query, deps.zone, deps.clock.now())));
+  });
+
+  /**
+   * The request log, newest first: a holder sees the requests of every key they ever held; an admin
+   * everyone's, or one person's (`email`) or key's (`key_id`). Filters: model, failed, from, to.
+   */
+  r.get('/api/requests', (req, res) => {
+    const actor = actorFromRequest(req, deps);
+    requireUserOrAdmin(actor);
+    const q = req.query;
+    const str = (name: string): string | undefined => {
+      const v = q[name];
+      if (v === undefined || v === '') return undefined;
+      if (typeof v !== 'string' || v.length > 254) throw badRequest('invalid_field', `${name} must be given once.`);
+      return v.trim();
+    };
+    const idsOf = (who: string) => [...store.entries()].filter(([, r]) => r.email === who).map(([k]) => keyIdOf(store.prefix, k));
+    let keyIds: string[] | null;
+    const wantedEmail = str('email')?.toLowerCase();
+    const wantedKey = str('key_id');
+    if (actor.kind === 'user') {
+      if (wantedEmail !== undefined && wantedEmail !== actor.email) throw forbidden('You may see only your own requests.');
+      keyIds = idsOf(actor.email);
+      if (wantedKey !== undefined) {
+        if (!keyIds.includes(wantedKey)) throw notFound('No such key.');
+        keyIds = [wantedKey];
+      }
+    } else {
+      keyIds = wantedKey !== undefined ? [wantedKey] : wantedEmail !== undefined ? idsOf(wantedEmail) : null;
+    }
+    const failed = str('failed');
+    if (failed !== undefined && failed !== 'true' && failed !== 'false') throw badRequest('invalid_field', 'failed must be true or false.');
+    const limitText = str('limit');
+    if (limitText !== undefined && (!/^\d{1,3}$/.test(limitText) || Number(limitText) < 1 || Number(limitText) > 500)) {
+      throw badRequest('invalid_field', 'limit must be a whole number from 1 to 500.');
+    }
+    const model = str('model');
+    if (model !== undefined && model.length > 200) throw badRequest('invalid_field', 'model must be a model name.');
+    const limit = limitText ? Number(limitText) : REQUESTS_PER_PAGE;
+    const rows = deps.usageStore.requests({
+      keyIds, model, failed: failed === undefined ? undefined : failed === 'true',
+      from: parseInstant(q.from, 'from', deps.zone), to: parseInstant(q.to, 'to', deps.zone, true),
+      before: parseCursor(q.before), limit: limit + 1,
+    });
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    res.json({
+      requests: page.map(({ id: _id, at, ...r }) => ({ at: new Date(at).toISOString(), ...r })),
+      next: rows.length > limit && last ? `${last.at}_${last.id}` : null,
+      time_zone: deps.zone.name,
+    });
   });
 
   r.post('/api/sync-usage', async (req, res) => {
@@ -102,12 +166,12 @@ export function apiRouter(deps: WebDeps): Router {
   r.get('/api/usage.csv', async (req, res) => {
     const actor = actorFromRequest(req, deps);
     requireUserOrAdmin(actor);
-    const days = parseDays(req.query.days, 90);
+    const range = parseRange(req.query, deps.zone, deps.clock.now(), 90);
     let emails: string[] | null = actor.kind === 'user' ? [actor.email] : null;
     if (actor.kind === 'admin' && typeof req.query.email === 'string') emails = [req.query.email.trim().toLowerCase()];
     res.type('text/csv; charset=utf-8');
-    res.attachment(`usage-${emails?.length === 1 ? emails[0]!.replace(/[^\w.@-]/g, '_') : 'all'}-${days}d.csv`);
-    await pipeline(Readable.from(stats.csv(emails, days)), res);
+    res.attachment(`usage-${emails?.length === 1 ? emails[0]!.replace(/[^\w.@-]/g, '_') : 'all'}-${range.from}-${range.to}.csv`);
+    await pipeline(Readable.from(stats.csv(emails, range)), res);
   });
 
   return r;

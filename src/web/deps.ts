@@ -9,7 +9,8 @@ import type { AuditLog } from '../store/audit.js';
 import type { KeysStore } from '../store/keys-store.js';
 import type { StatsService } from '../usage/stats.js';
 import type { QuotaService } from '../keys/quota.js';
-import type { UsageLedger } from '../usage/ledger.js';
+import type { UsageStore } from '../store/usage-store.js';
+import type { Zone } from '../time/zone.js';
 import type { UsageService } from '../usage/service.js';
 import type { Sessions } from './session.js';
 
@@ -25,7 +26,9 @@ export interface AppDeps {
   clock: Clock;
   adminToken: string;
   sessionSecret: string;
-  ledger: UsageLedger;
+  /** TIMEZONE: every day, hour and time shown. */
+  zone: Zone;
+  usageStore: UsageStore;
   stats: StatsService;
   quota: QuotaService;
   usage: UsageService;

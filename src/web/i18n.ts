@@ -77,7 +77,7 @@ const en = {
   'admin.unmanaged': 'Keys the portal does not manage',
   'admin.unmanaged.why': 'Usage of keys in CLIProxyAPI that were not issued here (the operator’s own, another tool’s), by a hash that never reveals them.',
   'admin.unmanaged.open': '(no key: client authentication was off)',
-  'admin.usage': 'Usage ingestion', 'admin.usage.line': '{source} · last record {last} · lag {lag} s',
+  'admin.usage': 'Usage ingestion', 'admin.usage.line': '{source} · last record {last} ({ago} s ago)',
   'banner.usage': 'Usage is not being recorded: {error}',
 } as const;
 
@@ -156,7 +156,7 @@ const zh: Record<MessageKey, string> = {
   'admin.unmanaged': '非本门户管理的密钥',
   'admin.unmanaged.why': 'CLIProxyAPI 中并非由本门户发放的密钥（运维自用、其他工具的）的用量，以不泄露密钥的哈希标识。',
   'admin.unmanaged.open': '（无密钥：客户端认证当时处于关闭状态）',
-  'admin.usage': '用量采集', 'admin.usage.line': '{source} · 最近记录 {last} · 延迟 {lag} 秒',
+  'admin.usage': '用量采集', 'admin.usage.line': '{source} · 最近记录 {last}（{ago} 秒前）',
   'banner.usage': '用量未能记录：{error}',
 };
 

@@ -63,7 +63,7 @@ export function pagesRouter(deps: WebDeps): Router {
     if (actor.kind !== 'user') return signInPage(req, res);
     const revoked = typeof req.query.revoked === 'string' && /^[0-9a-z]{1,20}$/.test(req.query.revoked) ? req.query.revoked : null;
     renderPage(deps, req, res, 'my-keys', {
-      title: t(req)('mykeys.title'), nav: 'my-keys', mine: stats.myKeys(actor.email), stats: await stats.userStats(actor.email, 30),
+      title: t(req)('mykeys.title'), nav: 'my-keys', mine: stats.myKeys(actor.email), stats: stats.userStats(actor.email, stats.lastDays(30)),
       notice: revoked ? t(req)('revoke.done', { id: revoked }) : null,
     });
   });

@@ -39,7 +39,7 @@ export function renderPage(deps: WebDeps, req: Request, res: Response, view: str
     ...o, area, nav: o.nav ?? '', t, locale, actor, csrf: deps.sessions.csrfToken(req, res),
     banner: bannerFor(deps, t, area), publicUrl: deps.config.CLIPROXY_PUBLIC_URL, currentPath: req.originalUrl,
     // An ISO instant as wall-clock time in TIMEZONE ('2026-11-23 00:00 +08:00').
-    localTime: (iso: string) => `${deps.ledger.wallClock(Date.parse(iso)).replace('T', ' ')} ${deps.ledger.offsetLabel(Date.parse(iso))}`,
+    localTime: (iso: string) => deps.zone.format(Date.parse(iso)),
   });
 }
 

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { badRequest } from '../errors.js';
+import { Zone } from '../time/zone.js';
+import type { Range } from '../usage/stats.js';
 
 // Control characters (C0, DEL, C1) and the Unicode line/paragraph separators.
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
@@ -72,14 +74,67 @@ export const adminKeyPatch = z.object({
  * (or, for `expires_at` when `clearable`, means "none"), and a datetime-local value is read in the
  * portal's time zone offset given.
  */
-export function formToJson(body: Record<string, unknown> | undefined, o: { numbers: string[]; clearable?: string[]; offset?: string }): Record<string, unknown> {
+export function formToJson(body: Record<string, unknown> | undefined, o: { numbers: string[]; clearable?: string[]; zone?: Zone }): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(body ?? {})) {
     if (k === '_csrf') continue;
     if (v === '') { if (o.clearable?.includes(k)) out[k] = null; continue; }
     if (o.numbers.includes(k) && typeof v === 'string' && /^\d+$/.test(v)) out[k] = Number(v);
-    else if (k === 'expires_at' && typeof v === 'string' && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$/.test(v) && o.offset) out[k] = `${v}${o.offset}`;
-    else out[k] = v;
+    else if (k === 'expires_at' && typeof v === 'string' && o.zone && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$/.test(v)) {
+      const at = o.zone.parseWallClock(v);
+      if (at === null) throw badRequest('invalid_field', `expires_at ${v} does not exist in ${o.zone.name} (a daylight-saving change skips it).`);
+      out[k] = new Date(at).toISOString();
+    } else out[k] = v;
   }
   return out;
+}
+
+/** A period asked for in a query: `days=N` (ending today), or `from`/`to` days; `model`; `granularity=hour`. */
+export function parseRange(query: Record<string, unknown>, zone: Zone, now: number, defaultDays = 30): Range {
+  const one = (name: string): string | undefined => {
+    const v = query[name];
+    if (v === undefined || v === '') return undefined;
+    if (typeof v !== 'string') throw badRequest('invalid_field', `${name} must be given once.`);
+    return v.trim();
+  };
+  const today = zone.day(now);
+  const from = one('from');
+  const to = one('to');
+  const days = one('days');
+  let range: Range;
+  if (from !== undefined || to !== undefined) {
+    for (const [name, v] of [['from', from], ['to', to]] as const) {
+      if (v !== undefined && !Zone.isDay(v)) throw badRequest('invalid_field', `${name} must be a day such as 2026-11-01.`);
+    }
+    range = { from: from ?? zone.addDays(to ?? today, -(defaultDays - 1)), to: to ?? today };
+    if (range.from > range.to) throw badRequest('invalid_field', 'from must not be after to.');
+    if (zone.daysBetween(range.from, range.to).length > 400) throw badRequest('invalid_field', 'A range may span at most 400 days.');
+  } else {
+    if (days !== undefined && (!/^\d{1,3}$/.test(days) || Number(days) < 1 || Number(days) > 400)) {
+      throw badRequest('invalid_field', 'days must be a whole number from 1 to 400.');
+    }
+    range = { from: zone.addDays(today, -((days ? Number(days) : defaultDays) - 1)), to: today };
+  }
+  const model = one('model');
+  if (model !== undefined) {
+    if (model.length > 200 || CONTROL.test(model)) throw badRequest('invalid_field', 'model must be a model name.');
+    range.model = model;
+  }
+  const granularity = one('granularity');
+  if (granularity !== undefined && granularity !== 'day' && granularity !== 'hour') throw badRequest('invalid_field', 'granularity must be day or hour.');
+  if (granularity === 'hour') {
+    if (zone.daysBetween(range.from, range.to).length > 31) throw badRequest('invalid_field', 'Hourly figures cover at most 31 days.');
+    range.hourly = true;
+  }
+  return range;
+}
+
+/** An instant from a query: an ISO date-time with a zone, or a day (its first instant in TIMEZONE; `end` = the next day's). */
+export function parseInstant(value: unknown, name: string, zone: Zone, end = false): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (typeof value !== 'string') throw badRequest('invalid_field', `${name} must be given once.`);
+  const v = value.trim();
+  if (Zone.isDay(v)) return end ? zone.nextDayStart(zone.startOfDay(v)) : zone.startOfDay(v);
+  if (/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(v) && Number.isFinite(Date.parse(v))) return Date.parse(v);
+  throw badRequest('invalid_field', `${name} must be a day (2026-11-01) or a date-time with a zone (2026-11-01T08:00:00+08:00).`);
 }

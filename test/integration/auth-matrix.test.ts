@@ -46,6 +46,17 @@ const MATRIX: Record<string, Row | Row[]> = {
     via: 'api', request: async (c) => ({ path: `/api/user-stats/${encodeURIComponent(c.ownEmail)}` }),
     expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 200, admin: 200 },
   },
+  'GET /api/key-stats/:id': {
+    via: 'api', request: async (c) => ({ path: `/api/key-stats/${c.ownKeyId}` }),
+    expect: { none: 401, wrong: 401, other: 404, revoked: 401, own: 200, admin: 200 },
+  },
+  'GET /api/requests': [
+    { via: 'api', request: async () => ({ path: '/api/requests' }), expect: { none: 401, wrong: 401, other: 200, revoked: 401, own: 200, admin: 200 } },
+    { via: 'api', request: async (c) => ({ path: `/api/requests?email=${encodeURIComponent(c.ownEmail)}` }),
+      expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 200, admin: 200 } },
+    { via: 'api', request: async (c) => ({ path: `/api/requests?key_id=${c.ownKeyId}` }),
+      expect: { none: 401, wrong: 401, other: 404, revoked: 401, own: 200, admin: 200 } },
+  ],
   'GET /api/all-users-stats': {
     via: 'api', request: async () => ({ path: '/api/all-users-stats' }),
     expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 200 },

@@ -95,6 +95,7 @@ describe('daily limits, enforced through CLIProxyAPI (clock injected, TIMEZONE A
     assert.equal(reset.status, 200);
     assert.equal(reset.body.today.requests, 2, 'the history keeps today’s requests');
     assert.equal(reset.body.today.counted_requests, 0, 'but they no longer count against the limit');
+    clock.advance(1000);
     await waitFor(() => live(key), 'reinstated after the reset');
     for (let i = 0; i < 2; i++) assert.equal(await use(t, key), 200);
     await sync();
@@ -115,6 +116,33 @@ describe('daily limits, enforced through CLIProxyAPI (clock injected, TIMEZONE A
       .filter((l) => l.key_id === id).map((l) => l.action);
     assert.deepEqual(actions, ['key.issue', 'key.suspend', 'key.reset_usage', 'key.reinstate', 'key.suspend', 'key.update', 'key.reinstate',
       'key.update', 'key.suspend']);
+  });
+
+  it('treats a reset as a point in time: requests made before it never count again, even when their records arrive after it', async () => {
+    const { key, key_id: id } = (await admin('POST', '/admin/keys', { label: 'late records', daily_limit: 3 })).body as { key: string; key_id: string };
+    await waitFor(() => live(key), 'live');
+    for (let i = 0; i < 3; i++) assert.equal(await use(t, key), 200);
+    await sync();
+    await waitFor(async () => (await statusOf(id)).status === 'suspended', 'suspended at 3');
+    // Two more were already under way when the limit was reached; their records are still in CLIProxyAPI's queue.
+    clock.advance(200);
+    t.fake.recordUsage({ apiKey: key, alias: 'fake-chat', input: 1, output: 1, failed: false });
+    t.fake.recordUsage({ apiKey: key, alias: 'fake-chat', input: 1, output: 1, failed: false });
+    clock.advance(1000);
+    assert.equal((await admin('POST', '/admin/reset-usage', { key_id: id })).body.today.counted_requests, 0);
+    clock.advance(1000);
+    await sync(); // the two late records arrive after the reset
+    const after = (await call(t.url, 'GET', '/usage', { token: key })).body;
+    assert.deepEqual([after.today.requests, after.today.counted_requests], [5, 0], 'history has them; the fresh quota does not');
+    assert.match(after.status, /^(active|pending)$/);
+    await t.portal.jobs.runNow('quota-sweep');
+    await waitFor(() => live(key), 'stays reinstated');
+    for (let i = 0; i < 2; i++) assert.equal(await use(t, key), 200);
+    await sync();
+    assert.equal((await statusOf(id)).status, 'active', 'two of the fresh three');
+    assert.equal(await use(t, key), 200);
+    await sync();
+    await waitFor(async () => (await statusOf(id)).status === 'suspended', 'suspended at the third request after the reset');
   });
 
   it('suspends on the daily token limit the same way', async () => {

@@ -3,6 +3,7 @@ import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import Database from 'better-sqlite3';
 import { FakeCliproxy } from '../support/fake-cliproxy.js';
 import { ADMIN, call, startTestPortal, tempDir, waitFor, type TestPortal } from '../support/harness.js';
 
@@ -66,7 +67,7 @@ describe('usage from the v7 queue', () => {
       assert.deepEqual(board.users.map((u: any) => [u.email, u.total_requests, u.total_tokens]), [['a@x.cn', 12, 1125], ['b@x.cn', 5, 67]]);
       assert.equal(board.summary.total_requests, 17, 'the operator’s own key is not a person');
       assert.equal(board.users[0].share, Math.round((1125 / 1192) * 10000) / 10000);
-      assert.equal(t.portal.ledger.unmanagedIds().length, 1, 'its usage sits in the unmanaged bucket');
+      assert.equal(t.portal.usageStore.unmanagedIds().length, 1, 'its usage sits in the unmanaged bucket');
 
       assert.equal(board.unmanaged.total_requests, 1);
       assert.equal(board.unmanaged.keys.length, 1);
@@ -76,7 +77,7 @@ describe('usage from the v7 queue', () => {
       const mineCsv = await call(t.url, 'GET', '/api/usage.csv', { token: a1.key, headers: { Accept: 'text/csv' } });
       assert.equal(mineCsv.status, 200);
       assert.match(mineCsv.headers.get('content-type') ?? '', /text\/csv/);
-      assert.match(mineCsv.headers.get('content-disposition') ?? '', /attachment; filename="usage-a@x\.cn-90d\.csv"/);
+      assert.match(mineCsv.headers.get('content-disposition') ?? '', /attachment; filename="usage-a@x\.cn-\d{4}-\d{2}-\d{2}-\d{4}-\d{2}-\d{2}\.csv"/);
       const ownRows = csvRows(mineCsv.text);
       assert.ok(ownRows.every((r) => r[1] === 'a@x.cn'), 'a key holder gets only their own usage');
       assert.equal(ownRows.reduce((n, r) => n + Number(r[4]), 0), 12);
@@ -106,24 +107,27 @@ describe('usage from the v7 queue', () => {
       for (let i = 0; i < 9; i++) await use(t, key);
       t.fake.queue.push({ at: Date.now(), json: '{"support_refresh":true}' }, { at: Date.now(), json: '{"refresh":true}' });
       assert.equal((await sync(t)).ingested, 10);
-      await t.portal.jobs.runNow('usage-checkpoint');
-      for (let i = 0; i < 5; i++) await use(t, key); // counted after the checkpoint: only in the event log
+      for (let i = 0; i < 5; i++) await use(t, key);
       assert.equal((await sync(t)).ingested, 5);
-      const files = readdirSync(path.join(dataDir, 'usage')).filter((f) => f.startsWith('events-'));
-      const text = files.map((f) => readFileSync(path.join(dataDir, 'usage', f), 'utf8')).join('');
-      assert.equal(text.trim().split('\n').length, 15);
-      assert.ok(!text.includes(key.slice(14)) && !text.includes('upstream-dummy-key'), 'no key, no source');
+      const log = (await call(t.url, 'GET', '/api/requests?limit=500', { token: key })).body;
+      assert.equal(log.requests.length, 15);
+      assert.deepEqual(Object.keys(log.requests[0]).sort(), ['alias', 'at', 'cached', 'client_ip', 'endpoint', 'failed', 'input', 'key_id', 'latency_ms',
+        'model', 'output', 'reasoning', 'request_id', 'status', 'tokens', 'ttft_ms', 'user_agent']);
+      assert.equal(log.requests[0].user_agent, 'portal-test/1.0');
     } finally {
-      await t.portal.stop(); // a clean stop checkpoints; the crash test covers kill -9
+      await t.portal.stop();
       await t.fake.stop();
     }
-    // Restarted on the same data: the checkpoint plus the replayed tail, each record once.
+    const bytes = readdirSync(dataDir).filter((f) => f.startsWith('usage.db')).map((f) => readFileSync(path.join(dataDir, f)).toString('latin1')).join('');
+    assert.ok(bytes.length > 0 && !bytes.includes(key!.slice(14)) && !bytes.includes('upstream-dummy-key'), 'no key, no source in usage.db');
+    // Restarted on the same data: each record once.
     const again = await startTestPortal({ dataDir, env: { USAGE_SOURCE: 'queue' } });
     try {
       const stats = (await call(again.url, 'GET', '/api/user-stats/c%40x.cn', { token: ADMIN })).body;
       assert.equal(stats.totals.requests, 15);
     } finally {
       await again.stop();
+      rmSync(dataDir, { recursive: true, force: true });
     }
   });
 });
@@ -223,8 +227,10 @@ describe('usage from the first generation (v6 GET /usage snapshot)', () => {
       } finally {
         await t2.portal.stop();
       }
-      // Without a checkpoint (as after kill -9): the fingerprints come back from the event log.
-      rmSync(path.join(dataDir, 'usage.json'));
+      // Even with the watermark gone, every detail of the snapshot is read again and none counts twice.
+      const db = new Database(path.join(dataDir, 'usage.db'));
+      db.prepare("DELETE FROM usage_meta WHERE name = 'snapshot_newest'").run();
+      db.close();
       const t3 = await startTestPortal({ fake, dataDir, env: { USAGE_SOURCE: 'snapshot' } });
       try {
         await sync(t3);

@@ -50,6 +50,12 @@ export class FakeCliproxy {
   readonly served = new Map<string, number>();
   /** When set, the next management write answers 500 after changing memory (as CLIProxyAPI does on a failed save). */
   failNextSave = false;
+  /** The next N usage-queue pops answer 500 (and pop nothing). */
+  failQueuePops = 0;
+  /** RESP connections get no answer at all while set (a hung CLIProxyAPI). */
+  respSilent = false;
+  /** Records published at the instant of the next SUBSCRIBE: they go out in the same packet as its confirmation. */
+  atNextSubscribe: string[] = [];
   /** The v7 usage queue (CLIPROXY.md §5.2): records with their enqueue time; popping is destructive. */
   readonly queue: { at: number; json: string }[] = [];
   /** redis-usage-queue-retention-seconds (default 60). */
@@ -101,6 +107,8 @@ export class FakeCliproxy {
             pop: (n) => { this.pruneQueue(); const out = this.queue.splice(0, n).map((e) => e.json); this.noteHandedOut(out); return out; },
             subscribers: this.subscribers,
             canSubscribe: this.generation === 'v7',
+            silent: () => this.respSilent,
+            withConfirmation: () => { const out = this.atNextSubscribe.splice(0); this.noteHandedOut(out); return out; },
           });
         } else {
           socket.pause();
@@ -263,7 +271,9 @@ export class FakeCliproxy {
   }
 
   /** One upstream attempt's record, in the v7.2.140 shape (CLIPROXY.md §5.5), queued for the portal. */
-  recordUsage(o: { apiKey: string; alias: string; input: number; output: number; failed: boolean; at?: number; cached?: number }): void {
+  recordUsage(o: { apiKey: string; alias: string; input: number; output: number; failed: boolean; at?: number; cached?: number;
+    /** Published at the instant of the next SUBSCRIBE, in the same packet as its confirmation. */
+    atNextSubscribe?: boolean; }): void {
     const at = o.at ?? this.now();
     const cached = o.cached ?? 0;
     const total = o.failed ? 0 : o.input + o.output;
@@ -282,7 +292,7 @@ export class FakeCliproxy {
         output: { total_tokens: output, non_reasoning_tokens: output, reasoning_tokens: 0 }, unclassified_tokens: 0 },
       provider: 'openai-compatible-fake', executor_type: 'OpenAICompatExecutor', model: o.alias === 'fake-chat' ? 'fake-model-1' : o.alias,
       alias: o.alias, endpoint: 'POST /v1/chat/completions', auth_type: 'apikey', api_key: o.apiKey,
-      request_id: Math.floor(Math.random() * 2 ** 32).toString(16).padStart(8, '0'), reasoning_effort: '', service_tier: 'auto',
+      request_id: nextRequestId(), reasoning_effort: '', service_tier: 'auto',
     };
     this.produced.push(rec);
     if (this.generation === 'v6') {
@@ -292,7 +302,8 @@ export class FakeCliproxy {
       } });
       return;
     }
-    this.publish(JSON.stringify(rec));
+    if (o.atNextSubscribe) this.atNextSubscribe.push(JSON.stringify(rec));
+    else this.publish(JSON.stringify(rec));
   }
 
   /** v6: CLIProxyAPI restarted: its in-memory statistics are gone. */
@@ -330,6 +341,7 @@ export class FakeCliproxy {
 
   /** GET /v0/management/usage-queue?count=N: oldest first; a bad count pops nothing (the probe). */
   private popQueue(url: URL, done: (status: number, payload: unknown) => void): void {
+    if (this.failQueuePops > 0) { this.failQueuePops--; return done(500, { error: 'internal error' }); }
     const raw = url.searchParams.get('count') ?? '1';
     if (!/^\d+$/.test(raw) || Number(raw) <= 0) return done(400, { error: 'count must be a positive integer' });
     this.pruneQueue();
@@ -384,12 +396,23 @@ export class FakeCliproxy {
   }
 }
 
-/** RFC3339 with nanoseconds and the server's offset, as CLIProxyAPI writes timestamps. */
+let requests = 0;
+/** 8 hex digits, random-looking like CLIProxyAPI's, but never the same twice in a run (tests count by them). */
+function nextRequestId(): string {
+  return ((Math.imul(++requests, 0x9e3779b1) ^ 0x5bd1e995) >>> 0).toString(16).padStart(8, '0');
+}
+
+let nanos = 0;
+/**
+ * RFC3339 with nanoseconds and the server's offset, as CLIProxyAPI writes timestamps. The digits
+ * below the millisecond differ from one record to the next, as the real clock's do.
+ */
 export function localTimestamp(ms: number, offsetMinutes: number): string {
   const local = new Date(ms + offsetMinutes * 60_000).toISOString().replace('Z', '');
   const sign = offsetMinutes >= 0 ? '+' : '-';
   const abs = Math.abs(offsetMinutes);
-  return `${local}913205${sign}${String(Math.floor(abs / 60)).padStart(2, '0')}:${String(abs % 60).padStart(2, '0')}`;
+  nanos = (nanos + 7919) % 1_000_000;
+  return `${local}${String(nanos).padStart(6, '0')}${sign}${String(Math.floor(abs / 60)).padStart(2, '0')}:${String(abs % 60).padStart(2, '0')}`;
 }
 
 function json(res: ServerResponse, status: number, payload: unknown): void {

@@ -11,6 +11,10 @@ export interface RespHost {
   subscribers: Set<Socket>;
   /** False before v7.0.7: SUBSCRIBE is an unknown command. */
   canSubscribe?: boolean;
+  /** Never answer anything (a CLIProxyAPI that hangs). */
+  silent?: () => boolean;
+  /** Records to push in the same write as the SUBSCRIBE confirmation (taken once). */
+  withConfirmation?: () => string[];
 }
 
 const bulk = (s: string | null) => (s === null ? '$-1\r\n' : `$${Buffer.byteLength(s)}\r\n${s}\r\n`);
@@ -54,6 +58,7 @@ export function serveResp(socket: Socket, first: Buffer, host: RespHost): void {
     const { commands, rest } = parseCommands(buf);
     buf = rest;
     for (const [name = '', ...args] of commands) {
+      if (host.silent?.()) continue;
       const cmd = name.toUpperCase();
       if (cmd === 'AUTH') {
         if (args.length < 1 || args.length > 2) { socket.write("-ERR wrong number of arguments for 'auth' command\r\n"); continue; }
@@ -68,7 +73,10 @@ export function serveResp(socket: Socket, first: Buffer, host: RespHost): void {
       }
       if (subscribed) {
         if (cmd === 'PING') socket.write(array([bulk('pong'), bulk(args[0] ?? null)]));
-        else if (cmd === 'UNSUBSCRIBE') { socket.end(array([bulk('unsubscribe'), bulk('usage'), ':0\r\n'])); }
+        else if (cmd === 'UNSUBSCRIBE') {
+          host.subscribers.delete(socket); // as CLIProxyAPI: no record goes to it once the command is handled
+          socket.end(array([bulk('unsubscribe'), bulk('usage'), ':0\r\n']));
+        }
         else if (cmd === 'QUIT') socket.end('+OK\r\n');
         else socket.write(`-ERR unknown command '${name.toLowerCase()}'\r\n`);
         continue;
@@ -81,8 +89,8 @@ export function serveResp(socket: Socket, first: Buffer, host: RespHost): void {
       } else if (cmd === 'SUBSCRIBE' && host.canSubscribe !== false) {
         if (args.length !== 1 || args[0]!.toLowerCase() !== 'usage') { socket.write(`-ERR unsupported channel '${args[0] ?? ''}'\r\n`); continue; }
         subscribed = true;
-        socket.write(array([bulk('subscribe'), bulk('usage'), ':1\r\n']));
-        socket.write(respMessage('{"support_refresh":true}'));
+        const extra = host.withConfirmation?.() ?? [];
+        socket.write(array([bulk('subscribe'), bulk('usage'), ':1\r\n']) + respMessage('{"support_refresh":true}') + extra.map(respMessage).join(''));
         host.subscribers.add(socket);
       } else {
         socket.write(`-ERR unknown command '${name.toLowerCase()}'\r\n`);

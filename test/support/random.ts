@@ -1,0 +1,17 @@
+/**
+ * A seeded random source for fault tests: the seed is printed, and KP_SEED=<seed> replays a run.
+ * (mulberry32: small, fast, and good enough for choosing delays.)
+ */
+export function seeded(name: string): { seed: number; next(): number; between(lo: number, hi: number): number } {
+  const seed = process.env.KP_SEED ? Number(process.env.KP_SEED) : Math.floor(Math.random() * 2 ** 31);
+  process.stderr.write(`# ${name}: seed ${seed} (KP_SEED=${seed} to replay)\n`);
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return { seed, next, between: (lo, hi) => lo + next() * (hi - lo) };
+}
