@@ -64,8 +64,30 @@ export class JobRegistry {
       const task = cron.schedule(job.schedule, () => this.runNow(job.name), {
         name: job.name, timezone: job.timezone ?? this.timezone, noOverlap: true,
       });
+      // node-cron warns on the console for every run missed while the event loop was busy (a flood
+      // for per-second jobs); a missed run is harmless here (each job catches up on its next run):
+      // counted, and logged at most once a minute per job.
+      task.on('execution:missed', () => this.noteMissed(job.name));
       this.tasks.push(task);
     }
+  }
+
+  private readonly missed = new Map<string, { count: number; loggedAt: number }>();
+
+  private noteMissed(name: string): void {
+    const m = this.missed.get(name) ?? { count: 0, loggedAt: 0 };
+    m.count++;
+    this.missed.set(name, m);
+    const now = Date.now();
+    if (now - m.loggedAt >= 60_000) {
+      this.log.warn({ module: 'jobs', job: name, missed: m.count }, `job ${name} missed runs while the portal was busy (${m.count} so far)`);
+      m.loggedAt = now;
+    }
+  }
+
+  /** Runs each job missed because the event loop was busy, since start (the metrics read it). */
+  missedRuns(): Record<string, number> {
+    return Object.fromEntries([...this.missed].map(([name, m]) => [name, m.count]));
   }
 
   async stop(): Promise<void> {

@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
  *
  *   usage_keys   key id ('0042', or 'h…' for keys the portal does not manage) → a small integer
  *   usage_names  interned strings: models, aliases, endpoints, user agents
+ *   usage_models the names that are models (for the model filters)
  *   events       one row per usage record CLIProxyAPI handed out: when the attempt started (ms, UTC),
  *                key, model, alias, endpoint, failed, status, the token split, latency, time to first
  *                byte, request id, client address and user agent. Never the key, never `source`.
@@ -53,6 +54,7 @@ CREATE TABLE IF NOT EXISTS usage_hour (
   PRIMARY KEY (k, hour, m)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS usage_hour_hour ON usage_hour (hour);
+CREATE TABLE IF NOT EXISTS usage_models (m INTEGER PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage_total (
   k INTEGER PRIMARY KEY,
   requests INTEGER NOT NULL, failed INTEGER NOT NULL, tokens INTEGER NOT NULL,

@@ -79,17 +79,20 @@ export class UsageStore {
       byDayModel: db.prepare(`SELECT day, m, ${sumCols} FROM usage_day WHERE ${inKeys} AND day BETWEEN ? AND ? AND m = ? GROUP BY day ORDER BY day`),
       byHour: db.prepare(`SELECT hour, m, ${sumCols} FROM usage_hour WHERE ${inKeys} AND hour BETWEEN ? AND ? GROUP BY hour, m ORDER BY hour`),
       byHourModel: db.prepare(`SELECT hour, m, ${sumCols} FROM usage_hour WHERE ${inKeys} AND hour BETWEEN ? AND ? AND m = ? GROUP BY hour ORDER BY hour`),
-      byKeyDay: db.prepare(`SELECT k, day, m, ${COUNT_FIELDS.join(', ')} FROM usage_day WHERE day = ? AND (? IS NULL OR ${inKeys}) ORDER BY k, m`),
+      // Separate statements for "these keys" and "everyone": an `? IS NULL OR …` would scan every row.
+      byKeyDay: db.prepare(`SELECT k, day, m, ${COUNT_FIELDS.join(', ')} FROM usage_day WHERE ${inKeys} AND day = ? ORDER BY k, m`),
+      allKeysDay: db.prepare(`SELECT k, day, m, ${COUNT_FIELDS.join(', ')} FROM usage_day WHERE day = ? ORDER BY k, m`),
       since: db.prepare(`SELECT sum(1 - failed) AS requests, sum(failed) AS failed, sum(CASE failed WHEN 0 THEN tokens ELSE 0 END) AS tokens
         FROM events WHERE k = ? AND ts >= ? AND ts < ?`),
-      models: db.prepare('SELECT DISTINCT n.name FROM usage_day d JOIN usage_names n ON n.id = d.m WHERE (? IS NULL OR d.k IN (SELECT value FROM json_each(?))) ORDER BY n.name').pluck(),
+      models: db.prepare(`SELECT DISTINCT n.name FROM usage_day d JOIN usage_names n ON n.id = d.m WHERE d.${inKeys} ORDER BY n.name`).pluck(),
+      allModels: db.prepare('SELECT n.name FROM usage_models u JOIN usage_names n ON n.id = u.m ORDER BY n.name').pluck(),
       events: db.prepare('SELECT count(*) FROM events').pluck(),
       oldestEvent: db.prepare('SELECT min(ts) FROM events').pluck(),
     };
     for (const r of this.q.totals.all() as ({ key_id: string; managed: number; k: number } & Counts & { first_used: number | null; last_used: number | null })[]) {
       this.keyRefs.set(r.key_id, r.k);
       this.keyIds.set(r.k, { id: r.key_id, unmanaged: !r.managed });
-      this.totalsById.set(r.key_id, { ...pick(r), first_used: r.first_used, last_used: r.last_used, unmanaged: !r.managed });
+      this.totalsById.set(r.key_id, keyTotals(r, r.first_used, r.last_used, !r.managed));
     }
   }
 
@@ -138,7 +141,7 @@ export class UsageStore {
   async write(rows: UsageRow[]): Promise<WriteResult> {
     const result = await this.request<WriteResult>({ op: 'write', rows });
     for (const d of result.keys) {
-      const t = this.totalsById.get(d.k) ?? { ...zeroCounts(), first_used: null, last_used: null, unmanaged: d.x === 1 };
+      const t = this.totalsById.get(d.k) ?? keyTotals(undefined, null, null, d.x === 1);
       for (const f of COUNT_FIELDS) t[f] += d[f];
       t.first_used = t.first_used === null ? d.first : Math.min(t.first_used, d.first);
       t.last_used = t.last_used === null ? d.last : Math.max(t.last_used, d.last);
@@ -217,11 +220,17 @@ export class UsageStore {
 
   /** A key's totals over all time (zeros when it was never used). */
   totals(keyId: string): KeyTotals {
-    return this.totalsById.get(keyId) ?? { ...zeroCounts(), first_used: null, last_used: null, unmanaged: false };
+    return this.totalsById.get(keyId) ?? keyTotals(undefined, null, null, false);
   }
 
-  /** Every key with usage and its totals. */
-  allTotals(): IterableIterator<[string, KeyTotals]> { return this.totalsById.entries(); }
+  /**
+   * A key's totals as the live object (updated in place by every batch), or undefined before its
+   * first use: the leaderboard holds these to read 30k keys without looking each one up.
+   */
+  liveTotals(keyId: string): Readonly<KeyTotals> | undefined { return this.totalsById.get(keyId); }
+
+  /** Keys with usage (grows when a key is first used). */
+  get keysUsed(): number { return this.totalsById.size; }
 
   /** Ids of keys seen in usage that the portal does not manage. */
   unmanagedIds(): string[] {
@@ -263,8 +272,8 @@ export class UsageStore {
 
   /** Each (key, model) row of one day, for these keys or every key (null); for exports. */
   rowsOfDay(day: string, keyIds: readonly string[] | null): { key_id: string; model: string; counts: Counts }[] {
-    const refs = keyIds === null ? null : this.refs(keyIds);
-    return (this.q.byKeyDay.all(dayNum(day), refs, refs) as ({ k: number; m: number } & Counts)[])
+    const rows = keyIds === null ? this.q.allKeysDay.all(dayNum(day)) : this.q.byKeyDay.all(this.refs(keyIds), dayNum(day));
+    return (rows as ({ k: number; m: number } & Counts)[])
       .map((r) => ({ key_id: this.idOf(r.k).id, model: this.name(r.m)!, counts: pick(r) }));
   }
 
@@ -278,8 +287,7 @@ export class UsageStore {
 
   /** Model names with usage, for these keys or everyone's. */
   models(keyIds: readonly string[] | null): string[] {
-    const refs = keyIds === null ? null : this.refs(keyIds);
-    return this.q.models.all(refs, refs) as string[];
+    return (keyIds === null ? this.q.allModels.all() : this.q.models.all(this.refs(keyIds))) as string[];
   }
 
   /**
@@ -332,6 +340,18 @@ interface EventDbRow {
   id: number; k: number; ts: number; model: number; alias: number | null; endpoint: number | null; failed: number; status: number | null;
   tokens: number; input: number; output: number; reasoning: number; cached: number; latency_ms: number | null; ttft_ms: number | null;
   request_id: string | null; client_ip: string | null; user_agent: number | null;
+}
+
+/**
+ * Every KeyTotals is made here, one literal with every field a number (or null): they all share one
+ * shape, so the leaderboard's pass over 30k of them stays a fast, monomorphic read.
+ */
+function keyTotals(r: Partial<Counts> | undefined, first: number | null, last: number | null, unmanaged: boolean): KeyTotals {
+  return {
+    requests: Number(r?.requests ?? 0), failed: Number(r?.failed ?? 0), tokens: Number(r?.tokens ?? 0), input: Number(r?.input ?? 0),
+    output: Number(r?.output ?? 0), reasoning: Number(r?.reasoning ?? 0), cached: Number(r?.cached ?? 0),
+    first_used: first, last_used: last, unmanaged,
+  };
 }
 
 function pick(r: Partial<Counts> | undefined): Counts {

@@ -52,6 +52,7 @@ export interface WriteResult {
 export class UsageWriter {
   private readonly keyIds = new Map<string, number>();
   private readonly nameIds = new Map<string, number>();
+  private readonly models = new Set<number>();
   private readonly s;
 
   constructor(private readonly db: Database.Database) {
@@ -72,6 +73,7 @@ export class UsageWriter {
       keyInsert: db.prepare('INSERT OR IGNORE INTO usage_keys (key_id, managed) VALUES (?, ?)'),
       keySelect: db.prepare('SELECT id FROM usage_keys WHERE key_id = ?').pluck(),
       nameInsert: db.prepare('INSERT OR IGNORE INTO usage_names (name) VALUES (?)'),
+      modelInsert: db.prepare('INSERT OR IGNORE INTO usage_models (m) VALUES (?)'),
       nameSelect: db.prepare('SELECT id FROM usage_names WHERE name = ?').pluck(),
       metaGet: db.prepare('SELECT value FROM usage_meta WHERE name = ?').pluck(),
       metaSet: db.prepare('INSERT INTO usage_meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value'),
@@ -88,6 +90,16 @@ export class UsageWriter {
       this.keyIds.set(id, n);
     }
     return n;
+  }
+
+  /** A model's name id, recorded as a model the first time it is seen. */
+  private modelId(name: string): number {
+    const m = this.nameId(name)!;
+    if (!this.models.has(m)) {
+      this.s.modelInsert.run(m);
+      this.models.add(m);
+    }
+    return m;
   }
 
   private nameId(name: string | null): number | null {
@@ -119,7 +131,7 @@ export class UsageWriter {
     for (let i = 0; i < rows.length; i++) {
       const r = rows[i]!;
       const k = this.keyId(r.k, r.x);
-      const m = this.nameId(r.model)!;
+      const m = this.modelId(r.model);
       if (!this.insertRaw(k, m, r)) { duplicateRows.push(i); continue; }
       inserted++;
       const add = (into: Counts) => {
@@ -154,7 +166,7 @@ export class UsageWriter {
 
   /** Adds counts already aggregated elsewhere to a rollup (the import of 0.1.0 data, benchmark seeding). */
   addRollup(unit: 'day' | 'hour', keyId: string, unmanaged: 0 | 1, at: number, model: string, c: Counts): void {
-    (unit === 'day' ? this.s.day : this.s.hour).run(this.keyId(keyId, unmanaged), at, this.nameId(model), ...COUNT_FIELDS.map((f) => c[f]));
+    (unit === 'day' ? this.s.day : this.s.hour).run(this.keyId(keyId, unmanaged), at, this.modelId(model), ...COUNT_FIELDS.map((f) => c[f]));
   }
 
   /** Adds to a key's totals over all time. */
@@ -164,7 +176,7 @@ export class UsageWriter {
 
   /** Stores a raw row without feeding the rollups (its counts are already in them); false if it was there. */
   addRawRow(r: UsageRow): boolean {
-    return this.insertRaw(this.keyId(r.k, r.x), this.nameId(r.model)!, r);
+    return this.insertRaw(this.keyId(r.k, r.x), this.modelId(r.model), r);
   }
 
   /** Runs `fn` in one transaction (all or nothing). The id caches may name rows a rollback removed: dropped then. */
@@ -174,6 +186,7 @@ export class UsageWriter {
     } catch (err) {
       this.keyIds.clear();
       this.nameIds.clear();
+      this.models.clear();
       throw err;
     }
   }

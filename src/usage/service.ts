@@ -47,6 +47,8 @@ export class UsageService {
   private lastPullAt: number | null = null;
   private choosing: Promise<void> | null = null;
   private lostContact = false;
+  /** This CLIProxyAPI cannot push usage (no SUBSCRIBE, or RESP off): poll its queue until contact is lost. */
+  private cannotSubscribe = false;
   private storageDown = false;
   private stopped = false;
   private readonly seen = new SeenFingerprints();
@@ -77,7 +79,7 @@ export class UsageService {
       this.setMode('snapshot', 'v6-snapshot', 'reading usage from CLIProxyAPI’s first-generation snapshot (GET /usage)');
     } else if (probe === 'resp-only') {
       this.setMode('lpop', 'v6.10-resp', 'reading usage with RESP LPOP (CLIProxyAPI v6.10.0-v6.10.7)');
-    } else if (wanted === 'queue') {
+    } else if (wanted === 'queue' || this.cannotSubscribe) {
       this.setMode('queue', 'queue', 'reading usage from CLIProxyAPI’s usage queue (HTTP)');
     } else {
       this.setMode('subscribe', 'queue+subscribe', 'reading usage pushed by CLIProxyAPI (RESP SUBSCRIBE)');
@@ -87,8 +89,10 @@ export class UsageService {
         drain: (signal) => this.drain(signal),
         onRefresh: this.d.onRefresh,
         onUnsupported: (reason) => {
-          log.warn({ module: 'usage' }, `${reason}; finding out what this CLIProxyAPI offers instead`);
+          log.warn({ module: 'usage' }, `${reason}; polling its usage queue instead`);
+          this.cannotSubscribe = true;
           this.forget();
+          void this.pull(); // at once, rather than at the next USAGE_CRON tick
         },
       });
       if (this.storageDown) void this.subscription.pause(); else this.subscription.start();
@@ -142,7 +146,10 @@ export class UsageService {
       if (o.force) await this.d.ingestor.settled();
       this.lastPullAt = this.d.clock.now();
       this.error = null;
-      if (this.lostContact && this.mode !== 'subscribe') this.forget(); // CLIProxyAPI is back: maybe a new version
+      if (this.lostContact) { // CLIProxyAPI is back, maybe as a new version: find out again what it offers
+        this.cannotSubscribe = false;
+        if (this.mode !== 'subscribe') this.forget();
+      }
       this.lostContact = false;
     } catch (err) {
       if (!(err instanceof CliproxyError)) throw err;

@@ -3,7 +3,7 @@ import type { Clock } from '../clock.js';
 import { keyIdOf, maskKey } from '../keys/format.js';
 import { usedToday } from '../keys/quota.js';
 import type { KeysStore, Suspension } from '../store/keys-store.js';
-import { type Counts, type UsageStore } from '../store/usage-store.js';
+import { type Counts, type KeyTotals, type UsageStore } from '../store/usage-store.js';
 import { COUNT_FIELDS, zeroCounts } from '../store/usage-schema.js';
 import type { Zone } from '../time/zone.js';
 
@@ -48,10 +48,13 @@ export interface Series { by_day: DayPoint[]; by_hour: HourPoint[]; by_model: Mo
 
 const add = (into: Counts, c: Counts) => { for (const f of COUNT_FIELDS) into[f] += c[f]; };
 
+/** One person on the leaderboard: the live totals of every key they ever held, and their last use as text. */
+interface Owner { email: string; name: string; keyCount: number; totals: Readonly<KeyTotals>[]; lastMs: number; lastIso: string | null }
+
 /** Read-side queries over the key store and usage.db. Never returns a full key. */
 export class StatsService {
   private cache: { at: number; value: Leaderboard; json: { body: string; etag: string } | null } | null = null;
-  private owners: { version: number; liveKeys: number; users: { email: string; name: string; keyCount: number; ids: string[] }[] } | null = null;
+  private owners: { version: string; liveKeys: number; users: Owner[] } | null = null;
 
   constructor(private readonly d: { store: KeysStore; usage: UsageStore; zone: Zone; clock: Clock; ttlMs: number }) {}
 
@@ -288,7 +291,22 @@ export class StatsService {
    * computing it.
    */
   allUsersJson(): { body: string; etag: string } {
-    const b = this.board();
+    // Stale while revalidating: once the TTL is up, the last body is still served and the next one
+    // is built right after, off the request's path (an admin's change invalidates at once instead).
+    const c = this.cache;
+    if (c?.json && this.d.clock.now() - c.at >= this.d.ttlMs) {
+      if (!this.rebuilding) {
+        this.rebuilding = true;
+        setImmediate(() => { this.rebuilding = false; if (this.cache === c) this.jsonOf(this.board()); });
+      }
+      return c.json;
+    }
+    return this.jsonOf(this.board());
+  }
+
+  private rebuilding = false;
+
+  private jsonOf(b: NonNullable<StatsService['cache']>): { body: string; etag: string } {
     if (!b.json) {
       const body = JSON.stringify({ ...b.value, unmanaged: this.unmanaged() });
       b.json = { body, etag: `"${createHash('sha1').update(body).digest('base64url')}"` };
@@ -296,44 +314,49 @@ export class StatsService {
     return b.json;
   }
 
-  /** Every person with the ids of every key they ever held; rebuilt only when the keys change. */
+  /**
+   * Every person with the live totals of every key they ever held; rebuilt only when the keys
+   * change or a key is used for the first time. A person's last use keeps its text between builds.
+   */
   private ownersNow(): NonNullable<StatsService['owners']> {
-    const { store } = this.d;
-    if (this.owners?.version === store.version) return this.owners;
-    const byEmail = new Map<string, { email: string; name: string; keyCount: number; ids: string[] }>();
-    for (const [email, u] of store.userEntries()) byEmail.set(email, { email, name: u.name, keyCount: u.api_keys.length, ids: [] });
+    const { store, usage } = this.d;
+    const version = `${store.version}:${usage.keysUsed}`;
+    if (this.owners?.version === version) return this.owners;
+    const before = new Map(this.owners?.users.map((o) => [o.email, o]));
+    const byEmail = new Map<string, Owner>();
+    for (const [email, u] of store.userEntries()) {
+      const was = before.get(email);
+      byEmail.set(email, { email, name: u.name, keyCount: u.api_keys.length, totals: [], lastMs: was?.lastMs ?? -1, lastIso: was?.lastIso ?? null });
+    }
     let liveKeys = 0;
     for (const [k, r] of store.entries()) {
       if (r.status !== 'revoked') liveKeys++;
-      if (r.email) byEmail.get(r.email)?.ids.push(keyIdOf(store.prefix, k));
+      const t = r.email ? usage.liveTotals(keyIdOf(store.prefix, k)) : undefined;
+      if (t) byEmail.get(r.email!)?.totals.push(t);
     }
-    this.owners = { version: store.version, liveKeys, users: [...byEmail.values()] };
+    this.owners = { version, liveKeys, users: [...byEmail.values()] };
     return this.owners;
   }
 
   private board(): NonNullable<StatsService['cache']> {
     const now = this.d.clock.now();
     if (this.cache && now - this.cache.at < this.d.ttlMs) return this.cache;
-    const { usage } = this.d;
     const owners = this.ownersNow();
     let totalTokens = 0;
     let totalRequests = 0;
-    const lastText = new Map<number, string>();
     const users: UserRow[] = owners.users.map((o) => {
       let requests = 0;
       let tokens = 0;
       let last = -1;
-      for (const id of o.ids) {
-        const t = usage.totals(id);
+      for (const t of o.totals) {
         requests += t.requests;
         tokens += t.tokens;
         if (t.last_used !== null && t.last_used > last) last = t.last_used;
       }
       totalTokens += tokens;
       totalRequests += requests;
-      let lastIso: string | null = null;
-      if (last >= 0) lastIso = lastText.get(last) ?? lastText.set(last, new Date(last).toISOString()).get(last)!;
-      return { email: o.email, name: o.name, total_requests: requests, total_tokens: tokens, key_count: o.keyCount, share: 0, last_used: lastIso };
+      if (last !== o.lastMs) { o.lastMs = last; o.lastIso = last >= 0 ? new Date(last).toISOString() : null; }
+      return { email: o.email, name: o.name, total_requests: requests, total_tokens: tokens, key_count: o.keyCount, share: 0, last_used: o.lastIso };
     });
     users.sort((a, b) => b.total_tokens - a.total_tokens || b.total_requests - a.total_requests || (a.email < b.email ? -1 : a.email > b.email ? 1 : 0));
     for (const u of users) u.share = totalTokens ? Math.round((u.total_tokens / totalTokens) * 10_000) / 10_000 : 0;

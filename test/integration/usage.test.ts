@@ -266,3 +266,25 @@ describe('usage over RESP LPOP (v6.10.0-v6.10.7: no HTTP queue, no SUBSCRIBE)', 
     }
   });
 });
+
+describe('usage on v6.10.8-v7.0.6 (HTTP queue, RESP without SUBSCRIBE)', () => {
+  it('auto settles on the queue and counts on its schedule, without trying to subscribe every time', async () => {
+    const fake = await FakeCliproxy.start({ generation: 'v6.10.8' });
+    const t = await startTestPortal({ fake, env: { USAGE_SOURCE: 'auto' } });
+    try {
+      const { key } = (await call(t.url, 'POST', '/api/register-key', { body: { email: 'v6108@x.cn' } })).body;
+      await waitFor(async () => (await use(t, key)) === 200, 'key live');
+      await waitFor(() => t.portal.usage.status().source === 'queue', 'the queue to be chosen');
+      const subscribesBefore = fake.calls.filter((c) => c.path === '/v0/management/usage-queue' && c.status === 400).length;
+      for (let i = 0; i < 6; i++) await use(t, key);
+      for (let i = 0; i < 3; i++) await t.portal.jobs.runNow('usage'); // the schedule, not a forced sync
+      const stats = (await call(t.url, 'GET', '/api/user-stats/v6108%40x.cn', { token: ADMIN })).body;
+      assert.equal(stats.totals.requests, 7);
+      assert.equal(fake.calls.filter((c) => c.path === '/v0/management/usage-queue' && c.status === 400).length, subscribesBefore, 'no more probing');
+      assert.equal((await call(t.url, 'GET', '/healthz')).body.usage.source, 'queue');
+    } finally {
+      await t.stop();
+      await fake.stop();
+    }
+  });
+});

@@ -18,10 +18,11 @@ export interface FakeCliproxyOptions {
   port?: number;
   now?: () => number;
   /**
-   * 'v7' (default): HTTP queue + RESP with SUBSCRIBE. 'v6.10': the queue over RESP LPOP only
-   * (v6.10.0-v6.10.7). 'v6': the first generation's in-memory GET /usage snapshot only.
+   * 'v7' (default): HTTP queue + RESP with SUBSCRIBE. 'v6.10.8': the HTTP queue and RESP LPOP, no
+   * SUBSCRIBE (v6.10.8-v7.0.6). 'v6.10': the queue over RESP LPOP only (v6.10.0-v6.10.7). 'v6': the
+   * first generation's in-memory GET /usage snapshot only.
    */
-  generation?: 'v7' | 'v6.10' | 'v6';
+  generation?: 'v7' | 'v6.10.8' | 'v6.10' | 'v6';
 }
 
 export interface ManagementCall { method: string; path: string; status: number; at: number }
@@ -39,7 +40,7 @@ export class FakeCliproxy {
   live = new Set<string>();
   reloadDelayMs: number;
   version: string;
-  readonly generation: 'v7' | 'v6.10' | 'v6';
+  readonly generation: 'v7' | 'v6.10.8' | 'v6.10' | 'v6';
   /** v6: per-request details kept in memory (and lost by restart()), as the first generation did. */
   private snapshotDetails: { apiKey: string; model: string; detail: Record<string, unknown> }[] = [];
   readonly calls: ManagementCall[] = [];
@@ -203,7 +204,7 @@ export class FakeCliproxy {
     }
     this.failures.delete(ip);
 
-    if (url.pathname === '/v0/management/usage-queue' && req.method === 'GET' && this.generation === 'v7') return this.popQueue(url, (st, p) => { record(st); json(res, st, p); });
+    if (url.pathname === '/v0/management/usage-queue' && req.method === 'GET' && (this.generation === 'v7' || this.generation === 'v6.10.8')) return this.popQueue(url, (st, p) => { record(st); json(res, st, p); });
     if (url.pathname === '/v0/management/usage' && req.method === 'GET' && this.generation === 'v6') { record(200); return json(res, 200, this.snapshot()); }
     if (url.pathname !== '/v0/management/api-keys') { record(404); res.writeHead(404).end('404 page not found'); return; }
     const done = (status: number, payload: unknown) => { record(status); json(res, status, payload); };
