@@ -45,6 +45,8 @@ export interface StartOptions {
   noSchedules?: boolean;
   /** Passed to the key service: how long issue/revoke wait for CLIProxyAPI. */
   pushWaitMs?: number;
+  /** Passed to the reconciler instead of CLIPROXY_WRITE_GAP_MS (tests against the fake shorten it). */
+  settleMs?: number;
 }
 
 /** Opens the data directory (and its lock), every store and service, and listens. */
@@ -78,7 +80,7 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     const jobs = new JobRegistry(log, config.TIMEZONE);
     const reconciler = new Reconciler({
       store, client: cliproxy, sentinel, log, clock, preloadPool: () => config.PRELOAD_POOL || store.preload,
-      followUp: (ms) => jobs.runSoon('reconcile', ms),
+      followUp: (ms) => jobs.runSoon('reconcile', ms), settleMs: opts.settleMs ?? config.CLIPROXY_WRITE_GAP_MS,
     });
     const keys = new KeyService({ config, store, reconciler, audit, log, clock, pushWaitMs: opts.pushWaitMs });
 
@@ -123,7 +125,7 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     // Quota suspensions lift at midnight in TIMEZONE; the sweep catches expiries and a missed midnight.
     jobs.add({ name: 'quota-midnight', schedule: '0 0 0 * * *', timezone: config.TIMEZONE, run: () => quota.reinstateDue() });
     jobs.add({ name: 'quota-sweep', schedule: '*/5 * * * * *', run: () => quota.sweep() });
-    const deps: AppDeps = { config, store, keys, reconciler, cliproxy, audit, log, clock, adminToken, sessionSecret, zone, usageStore, stats, usage, quota };
+    const deps: AppDeps = { config, store, keys, reconciler, cliproxy, audit, log, clock, adminToken, sessionSecret, zone, usageStore, stats, usage, quota, logFile };
     const app = createApp(deps);
     const server = await listen(app, config.PORT, config.HOST);
     cleanups.push(() => closeServer(server));

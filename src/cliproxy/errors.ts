@@ -21,6 +21,10 @@ export class ManagementForbidden extends CliproxyError {
 export class ManagementDisabled extends CliproxyError {
   override name = 'ManagementDisabled';
 }
+/** An answer that is not the documented one (HTML, `{}`, truncated JSON…): never acted on. */
+export class ManagementBadAnswer extends CliproxyError {
+  override name = 'ManagementBadAnswer';
+}
 /** CLIPROXY_MANAGEMENT_KEY is not set, so the portal does not call at all. */
 export class ManagementKeyMissing extends CliproxyError {
   override name = 'ManagementKeyMissing';

@@ -1,6 +1,7 @@
 import axios, { type AxiosInstance, type Method } from 'axios';
+import { z } from 'zod';
 import {
-  CliproxyError, CliproxyUnreachable, ManagementDisabled, ManagementForbidden, ManagementKeyMissing,
+  CliproxyError, CliproxyUnreachable, ManagementBadAnswer, ManagementDisabled, ManagementForbidden, ManagementKeyMissing,
   ManagementKeyRejected, ManagementPaused,
 } from './errors.js';
 import type { Clock } from '../clock.js';
@@ -24,6 +25,8 @@ export interface CliproxyStatus {
   version: string | null;
   /** Set by the usage source once it has probed (issue: usage). */
   generation: string | null;
+  /** CLIProxyAPI v8 (it answers /v8/management/config/config-version), found at the first key list read. */
+  v8: boolean | null;
   last_ok_at: string | null;
   error: string | null;
   error_code: string | null;
@@ -45,6 +48,17 @@ export interface RawResponse<T = unknown> { status: number; data: T; headers: Re
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The documented answers (CLIPROXY.md §2, §5, §11): anything else is an error and is never followed by a write. */
+const shapes = {
+  keyList: z.object({ 'api-keys': z.array(z.string()).nullable() }),
+  ok: z.object({ status: z.literal('ok') }),
+  v8KeyList: z.array(z.string()),
+  v8Ok: z.object({ status: z.literal('ok') }),
+  queue: z.array(z.unknown()),
+};
+
+type Shape = z.ZodType;
+
 export class ManagementClient {
   private readonly http: AxiosInstance;
   private readonly attempts: number;
@@ -52,8 +66,10 @@ export class ManagementClient {
   private pausedUntil = 0;
   private pauseCause: CliproxyError | null = null;
   private rejections = 0;
+  /** Where the client key list is: the v0 routes (every version so far), or v8's config tree once v0's are gone. */
+  private keyRoutes: 'v0' | 'v8' = 'v0';
   private readonly state: CliproxyStatus = {
-    reachable: null, authenticated: null, version: null, generation: null, last_ok_at: null,
+    reachable: null, authenticated: null, version: null, generation: null, v8: null, last_ok_at: null,
     error: null, error_code: null, paused_until: null,
   };
   /** Calls actually sent (tests and the benchmark read it). */
@@ -63,10 +79,13 @@ export class ManagementClient {
     this.attempts = opts.attempts ?? 3;
     this.retryDelayMs = opts.retryDelayMs ?? 250;
     this.http = axios.create({
-      baseURL: `${opts.baseUrl}/v0/management`,
+      baseURL: opts.baseUrl,
       timeout: opts.timeoutMs ?? 5000,
       proxy: false, // CLIProxyAPI sits beside the portal; an HTTP_PROXY in the environment must not apply
       validateStatus: () => true,
+      // Bodies are read as text and parsed here, so an answer that is not JSON is seen as such.
+      responseType: 'text',
+      transformResponse: [(data: unknown) => data],
       headers: { Authorization: `Bearer ${opts.managementKey ?? ''}` },
       transitional: { clarifyTimeoutError: true },
     });
@@ -78,49 +97,106 @@ export class ManagementClient {
 
   get configured(): boolean { return Boolean(this.opts.managementKey); }
 
+  get baseUrl(): string { return this.opts.baseUrl; }
+
   status(): CliproxyStatus {
     return { ...this.state, paused_until: this.pausedUntil > this.opts.clock.now() ? new Date(this.pausedUntil).toISOString() : null };
   }
 
   setGeneration(generation: string | null): void { this.state.generation = generation; }
 
-  /** Lets an admin try again before the pause ends (after fixing the key on either side). */
-  resume(): void { this.pausedUntil = 0; }
+  /** Which routes hold the client key list ('v8' once CLIProxyAPI no longer serves v0's). */
+  get keyApi(): 'v0' | 'v8' { return this.keyRoutes; }
 
-  // ---- client keys (CLIPROXY.md §2) -----------------------------------------------------------
+  // ---- client keys (CLIPROXY.md §2, §11) ------------------------------------------------------
 
+  /** CLIProxyAPI's client key list as saved (an absent list is empty). */
   async listKeys(): Promise<string[]> {
-    const res = await this.request<{ 'api-keys'?: unknown }>('GET', '/api-keys');
-    const list = res.data?.['api-keys'];
-    if (list === null || list === undefined) return []; // a nil Go slice when config.yaml has none
-    if (!Array.isArray(list)) throw new CliproxyError('unexpected api-keys answer from CLIProxyAPI', res.status);
-    return list.filter((k): k is string => typeof k === 'string');
+    if (this.state.v8 === null) {
+      this.state.v8 = await this.isV8();
+      if (this.state.v8) this.opts.log.info('CLIProxyAPI is v8: its v0 management routes are used while it serves them');
+    }
+    if (this.keyRoutes === 'v8') return this.listKeysV8();
+    const res = await this.request<{ 'api-keys': string[] | null }>('GET', '/v0/management/api-keys', { expect: shapes.keyList, accept: [404] });
+    if (res.status === 404) {
+      // v8 still serves v0's routes, but may stop: then the config tree holds the list.
+      if (await this.isV8()) {
+        this.keyRoutes = 'v8';
+        this.opts.log.warn('CLIProxyAPI v8 no longer serves /v0/management/api-keys: using its config routes (a whole-list write, see the README)');
+        return this.listKeysV8();
+      }
+      throw this.rejected(404, 'not found', '/api-keys');
+    }
+    return res.data['api-keys'] ?? []; // null: config.yaml has no api-keys
   }
 
-  /** Idempotent append: PATCH {old:K,new:K} appends K when it is absent. */
+  /** Adds K: PATCH {old:K,new:K} appends it when absent and changes nothing when present. */
   async addKey(key: string): Promise<void> {
-    await this.request('PATCH', '/api-keys', { data: { old: key, new: key } });
+    if (this.keyRoutes === 'v8') return this.rewriteV8((list) => (list.includes(key) ? null : [...list, key]));
+    await this.request('PATCH', '/v0/management/api-keys', { data: { old: key, new: key }, expect: shapes.ok });
   }
 
-  /** Removes every copy of K; absent K is fine. */
+  /** Removes every copy of K (trimmed, as CLIProxyAPI compares); an absent K is fine. */
   async removeKey(key: string): Promise<void> {
-    await this.request('DELETE', '/api-keys', { params: { value: key } });
+    if (this.keyRoutes === 'v8') return this.rewriteV8((list) => (list.some((k) => k.trim() === key) ? list.filter((k) => k.trim() !== key) : null));
+    await this.request('DELETE', '/v0/management/api-keys', { params: { value: key }, expect: shapes.ok });
   }
 
-  /** Replaces the whole list. An empty list would switch client authentication off: refused. */
-  async putKeys(keys: string[]): Promise<void> {
-    if (keys.length === 0) throw new CliproxyError('refusing to send an empty api-keys list (it would open the proxy)');
-    await this.request('PUT', '/api-keys', { data: keys });
+  /** v8: `GET /v8/management/config/config-version` answers 8 (v7 has no such route). */
+  private async isV8(): Promise<boolean> {
+    const res = await this.request<unknown>('GET', '/v8/management/config/config-version', { accept: [404] });
+    return res.status === 200 && Number(res.data) === 8;
   }
 
-  // ---- the one way calls go out ---------------------------------------------------------------
+  private async listKeysV8(): Promise<string[]> {
+    const res = await this.request<string[]>('GET', '/v8/management/config/access/api-keys', { expect: shapes.v8KeyList, accept: [404] });
+    return res.status === 404 ? [] : res.data;
+  }
+
+  /**
+   * v8 has no append or remove: read the list, change it, write it back at once, and read it again
+   * to verify. An edit someone makes between the read and the write is lost (CLIPROXY.md §11.2); the
+   * reconciler's next pass restores the portal's own keys, never anyone else's.
+   */
+  private async rewriteV8(change: (list: string[]) => string[] | null): Promise<void> {
+    const next = change(await this.listKeysV8());
+    if (next === null) return;
+    if (next.every((k) => !k.trim())) throw new CliproxyError('refusing to leave CLIProxyAPI without client keys (it would open the proxy)');
+    await this.request('PUT', '/v8/management/config/access/api-keys', { data: next, expect: shapes.v8Ok });
+  }
+
+  /** The usage queue's route: v0's, or v8's once v0's routes are gone. */
+  get queuePath(): string {
+    return this.keyRoutes === 'v8' ? '/v8/management/observability/usage/queue' : '/v0/management/usage-queue';
+  }
+
+  /** Pops up to `count` usage records (destructive). */
+  async popUsage(count: number): Promise<unknown[]> {
+    return (await this.request<unknown[]>('GET', this.queuePath, { params: { count }, expect: shapes.queue })).data;
+  }
+
+  /**
+   * Whether CLIProxyAPI accepts a client key right now: GET /v1/models with it (no management call,
+   * no usage record). 'refused' is its 401; anything else that answers means the key got past auth.
+   */
+  async probeKey(key: string, timeoutMs = 2000): Promise<'accepted' | 'refused' | 'unknown'> {
+    try {
+      const res = await this.http.request({ method: 'GET', url: '/v1/models', headers: { Authorization: `Bearer ${key}` }, timeout: timeoutMs });
+      return res.status === 401 ? 'refused' : res.status < 500 ? 'accepted' : 'unknown';
+    } catch {
+      return 'unknown';
+    }
+  }
+
+  // ---- the one way management calls go out ----------------------------------------------------
 
   /**
    * Sends one management call. Network errors and 5xx are retried with backoff; 401/403 are never
    * retried and pause all further calls; other 4xx are returned when listed in `accept`, else thrown.
+   * A 2xx answer must parse and, when `expect` is given, have that shape: else ManagementBadAnswer.
    */
   async request<T = unknown>(method: Method, path: string,
-    o: { data?: unknown; params?: Record<string, string | number>; accept?: number[] } = {}): Promise<RawResponse<T>> {
+    o: { data?: unknown; params?: Record<string, string | number>; accept?: number[]; expect?: Shape } = {}): Promise<RawResponse<T>> {
     this.checkGate();
     let lastError: CliproxyError = new CliproxyUnreachable('no attempt made');
     for (let attempt = 1; attempt <= this.attempts; attempt++) {
@@ -137,17 +213,29 @@ export class ManagementClient {
       const version = res.headers['x-cpa-version'];
       if (typeof version === 'string' && version) this.state.version = version;
       this.state.reachable = true;
+      const text = typeof res.data === 'string' ? res.data : '';
+      let body: unknown;
+      try { body = text.trim() === '' ? undefined : JSON.parse(text); } catch { body = text; }
+      if (res.status < 300 && o.expect) {
+        const checked = o.expect.safeParse(body);
+        if (!checked.success) {
+          const err = new ManagementBadAnswer(`CLIProxyAPI answered ${method} ${path} with something unexpected (${describeBody(text)}); nothing was changed`, res.status);
+          this.noteFailure(err, true);
+          this.opts.log.error({ status: res.status, path }, err.message);
+          throw err;
+        }
+      }
       if (res.status < 400 || o.accept?.includes(res.status)) {
         this.noteSuccess();
-        return { status: res.status, data: res.data as T, headers: res.headers as Record<string, unknown> };
+        return { status: res.status, data: body as T, headers: res.headers as Record<string, unknown> };
       }
-      const message = errorText(res.data) ?? `HTTP ${res.status}`;
+      const message = errorText(body) ?? `HTTP ${res.status}`;
       if (res.status >= 500) {
         lastError = new CliproxyError(`CLIProxyAPI answered ${res.status}: ${message}`, res.status);
         this.noteFailure(lastError, true);
         continue;
       }
-      throw this.rejected(res.status, message, path);
+      throw this.rejected(res.status, message, path.replace(/^\/v[08]\/management/, ''));
     }
     throw lastError;
   }
@@ -206,11 +294,18 @@ export class ManagementClient {
   }
 
   private noteSuccess(): void {
+    const recovered = this.state.error_code !== null;
     this.rejections = 0;
     this.state.authenticated = true;
     this.state.last_ok_at = new Date(this.opts.clock.now()).toISOString();
     this.state.error = this.state.error_code = null;
+    if (recovered) for (const fn of this.recoveryListeners) fn();
   }
+
+  private readonly recoveryListeners: (() => void)[] = [];
+
+  /** Called when a management call succeeds after a failure: whoever waited on CLIProxyAPI may go on at once. */
+  onRecovered(fn: () => void): void { this.recoveryListeners.push(fn); }
 
   private noteFailure(err: CliproxyError, reachable: boolean): void {
     this.state.reachable = reachable;
@@ -228,7 +323,7 @@ export function errorCode(err: CliproxyError): string {
   return ({
     CliproxyUnreachable: 'cliproxy_unreachable', ManagementKeyRejected: 'management_key_rejected',
     ManagementForbidden: 'management_forbidden', ManagementDisabled: 'management_disabled',
-    ManagementKeyMissing: 'management_key_missing',
+    ManagementKeyMissing: 'management_key_missing', ManagementBadAnswer: 'cliproxy_bad_answer',
   } as Record<string, string>)[err.name] ?? 'cliproxy_error';
 }
 
@@ -239,6 +334,14 @@ function errorText(data: unknown): string | undefined {
   }
   if (typeof data === 'string' && data.trim()) return data.trim().slice(0, 200);
   return undefined;
+}
+
+/** A short, safe description of an answer that was not what was expected. */
+function describeBody(text: string): string {
+  const t = text.trim();
+  if (!t) return 'an empty body';
+  if (t.startsWith('<')) return 'HTML';
+  return `"${t.slice(0, 60).replace(/[^\x20-\x7e]/g, '?')}${t.length > 60 ? '…' : ''}"`;
 }
 
 function describeNetError(err: unknown): string {

@@ -11,10 +11,10 @@ export type QueueProbe = 'queue' | 'snapshot' | 'resp-only';
  * (v6.10.8+); 404 means an older one, where GET /usage tells the first generation from v6.10.0-7.
  */
 export async function probeUsage(client: ManagementClient): Promise<QueueProbe> {
-  const q = await client.request('GET', '/usage-queue', { params: { count: 0 }, accept: [400, 404] });
+  const q = await client.request('GET', client.queuePath, { params: { count: 0 }, accept: [400, 404] });
   if (q.status === 400) return 'queue';
   if (q.status !== 404) throw new CliproxyError(`unexpected answer ${q.status} to the usage-queue probe`, q.status);
-  const u = await client.request<{ usage?: unknown }>('GET', '/usage', { accept: [404] });
+  const u = await client.request<{ usage?: unknown }>('GET', '/v0/management/usage', { accept: [404] });
   return u.status === 200 && u.data && typeof u.data === 'object' && 'usage' in u.data ? 'snapshot' : 'resp-only';
 }
 
@@ -35,8 +35,7 @@ export async function drainQueue(client: ManagementClient, sink: (records: unkno
   const batch = o.batch ?? POP_SIZE;
   let counted = 0;
   for (let i = 0; i < (o.maxBatches ?? 1000) && !o.signal?.aborted; i++) {
-    const res = await client.request<unknown>('GET', '/usage-queue', { params: { count: batch } });
-    const records = Array.isArray(res.data) ? res.data.map((r) => (typeof r === 'string' ? safeParse(r) : r)) : [];
+    const records = (await client.popUsage(batch)).map((r) => (typeof r === 'string' ? safeParse(r) : r));
     if (records.length) counted += await sink(records);
     if (records.length < batch) break;
   }

@@ -1,5 +1,11 @@
 import { createHash } from 'node:crypto';
+import { z } from 'zod';
 import type { ManagementClient } from './management.js';
+
+/** GET /usage of the first generation (CLIPROXY.md §4.2): the part the portal reads. */
+const snapshotShape = z.object({ usage: z.object({ apis: z.record(z.string(), z.object({
+  models: z.record(z.string(), z.object({ details: z.array(z.record(z.string(), z.unknown())).nullable().optional() })).nullable().optional(),
+})).nullable().optional() }) });
 
 /**
  * The first generation (≤ v6.9.49): `GET /usage` returns every detail since CLIProxyAPI started, on
@@ -40,7 +46,8 @@ export function detailFingerprint(apiKey: string, model: string, d: Record<strin
 
 /** Reads the snapshot and returns the records not seen before, in the queue's record shape plus `fp`. */
 export async function readSnapshot(client: ManagementClient, seen: SeenFingerprints): Promise<unknown[]> {
-  const res = await client.request<{ usage?: { apis?: Record<string, { models?: Record<string, { details?: Record<string, any>[] }> }> } }>('GET', '/usage');
+  const res = await client.request<{ usage: { apis?: Record<string, { models?: Record<string, { details?: Record<string, any>[] }> }> } }>(
+    'GET', '/v0/management/usage', { expect: snapshotShape });
   const fresh: unknown[] = [];
   for (const [apiKey, api] of Object.entries(res.data?.usage?.apis ?? {})) {
     for (const [model, m] of Object.entries(api?.models ?? {})) {

@@ -183,6 +183,13 @@ export class UsageSubscription {
     await this.leaving; // also an UNSUBSCRIBE a pause began: stop() returns once its records are in
   }
 
+  /** Tries again now if waiting out a back-off (CLIProxyAPI was found reachable again). */
+  retryNow(): void {
+    if (this.state !== 'waiting') return;
+    this.backoffMs = 1000;
+    this.connect();
+  }
+
   /** Leaves the subscription until resume(): records wait in CLIProxyAPI's queue meanwhile. */
   async pause(): Promise<void> { if (this.state !== 'stopped' && this.state !== 'unsupported') await this.end('paused'); }
 

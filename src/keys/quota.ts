@@ -108,7 +108,9 @@ export class QuotaService {
         daily_limit: record.daily_limit, daily_token_limit: record.daily_token_limit });
     }
     this.d.log.info({ module: 'quota', key_ids: suspended.map((s) => s.id) }, `suspended ${suspended.length} key(s) that reached a daily limit`);
-    await this.d.reconciler.run();
+    // One DELETE each, nothing read first: every management call costs CLIProxyAPI a bcrypt check
+    // with a secret-key, and each one is time in which the key still works.
+    await this.d.reconciler.remove(suspended.map((s) => s.key)).catch(() => undefined); // a run retries
     return suspended.map((s) => s.id);
   }
 
@@ -116,13 +118,28 @@ export class QuotaService {
   async reinstateDue(): Promise<string[]> {
     const now = this.d.clock.now();
     const due: string[] = [];
-    for (const [key, r] of this.store.entries()) {
-      if (limitSuspended(r) && r.suspension!.until && Date.parse(r.suspension!.until) <= now) {
-        due.push(key);
-      }
+    for (const key of this.watched()) {
+      const r = this.store.getKey(key);
+      if (r && limitSuspended(r) && r.suspension!.until && Date.parse(r.suspension!.until) <= now) due.push(key);
     }
     return this.reinstate(due, { kind: 'system' }, 'midnight');
   }
+
+  /**
+   * The keys the sweep looks at — with an expiry or a limit suspension — found again only when the
+   * keys change: with 30k keys the sweep every 5 s would otherwise walk all of them.
+   */
+  private watched(): string[] {
+    if (this.watch?.version !== this.store.version) {
+      const keys: string[] = [];
+      for (const [key, r] of this.store.entries()) if ((r.expires_at && r.status !== 'revoked') || limitSuspended(r)) keys.push(key);
+      this.watch = { version: this.store.version, keys };
+    }
+    return this.watch.keys;
+  }
+
+  private watch: { version: number; keys: string[] } | null = null;
+  private swept = false;
 
   private async reinstate(keys: string[], actor: Actor, why: string): Promise<string[]> {
     if (!keys.length) return [];
@@ -131,7 +148,7 @@ export class QuotaService {
     const ids = keys.map((k) => keyIdOf(this.store.prefix, k));
     for (const id of ids) await this.audit(actor, 'key.reinstate', id, { reason: why });
     this.d.log.info({ module: 'quota', key_ids: ids.slice(0, 50), reason: why }, `reinstated ${ids.length} key(s)`);
-    await this.d.reconciler.run();
+    await this.d.reconciler.add(keys).catch(() => undefined); // a run retries
     return ids;
   }
 
@@ -139,8 +156,9 @@ export class QuotaService {
   async expireDue(): Promise<string[]> {
     const now = this.d.clock.now();
     const due: string[] = [];
-    for (const [key, r] of this.store.entries()) {
-      if (r.expires_at && r.status !== 'revoked' && Date.parse(r.expires_at) <= now) due.push(key);
+    for (const key of this.watched()) {
+      const r = this.store.getKey(key);
+      if (r?.expires_at && r.status !== 'revoked' && Date.parse(r.expires_at) <= now) due.push(key);
     }
     const ids: string[] = [];
     for (const key of due) ids.push((await this.d.keys.revoke({ key }, { kind: 'system' }, 'expired')).key_id);
@@ -148,12 +166,15 @@ export class QuotaService {
   }
 
   /**
-   * The sweep job (and the start): expiries, suspensions that should have lifted while the portal
-   * was down, and limits reached by usage counted before a restart.
+   * The sweep job: expiries, and suspensions that should have lifted (a midnight the portal was down
+   * for). Its first run also catches limits reached by usage counted before a restart; after that,
+   * every counted batch and every change of a limit is checked as it happens.
    */
   async sweep(): Promise<void> {
     await this.expireDue();
     await this.reinstateDue();
+    if (this.swept) return;
+    this.swept = true;
     const limited: string[] = [];
     for (const [key, r] of this.store.entries()) {
       if ((r.status === 'active' || r.status === 'pending') && (r.daily_limit || r.daily_token_limit)) limited.push(keyIdOf(this.store.prefix, key));
@@ -192,7 +213,9 @@ export class QuotaService {
         this.reached(key, { ...before, ...patch } as KeyRecord)) {
       throw conflict('over_limit', 'This key has used its daily limit. Reset its usage or raise the limit to resume it.');
     }
-    if (status === 'suspended' && before.status !== 'suspended') {
+    // An admin's suspension outranks a limit's: a key suspended for its limit and then by hand stays
+    // out at midnight and after a reset, until an admin resumes it.
+    if (status === 'suspended' && (before.status !== 'suspended' || before.suspension?.reason !== 'admin')) {
       patch.status = 'suspended';
       patch.suspension = { reason: 'admin', at: new Date(this.d.clock.now()).toISOString(), until: null } satisfies Suspension;
     }
@@ -201,8 +224,9 @@ export class QuotaService {
       this.store.updateKey(key, patch as Partial<KeyRecord>);
       await this.store.commit();
       const shown = Object.fromEntries(Object.entries(patch).filter(([k]) => k !== 'suspension'));
-      await this.audit(actor, patch.status === 'suspended' ? 'key.suspend' : patch.status === 'pending' ? 'key.reinstate' : 'key.update', id,
-        { changes: shown, before: Object.fromEntries(Object.keys(shown).map((k) => [k, (before as Record<string, unknown>)[k] ?? null])) });
+      const details: Record<string, unknown> = { changes: shown, before: Object.fromEntries(Object.keys(shown).map((k) => [k, (before as Record<string, unknown>)[k] ?? null])) };
+      if (patch.suspension && before.suspension) details.replaces = before.suspension.reason; // a limit suspension made an admin's
+      await this.audit(actor, patch.status === 'suspended' ? 'key.suspend' : patch.status === 'pending' ? 'key.reinstate' : 'key.update', id, details);
     }
     // The limits as they now stand decide: lifted, or (newly) reached.
     const now = this.store.getKey(key)!;
@@ -211,7 +235,8 @@ export class QuotaService {
     } else if (now.status === 'active' || now.status === 'pending') {
       await this.enforce([id]);
     }
-    if (patch.status) await this.d.reconciler.run();
+    if (patch.status === 'suspended') await this.d.reconciler.remove([key]).catch(() => undefined);
+    if (patch.status === 'pending') await this.d.reconciler.add([key]).catch(() => undefined);
     return this.store.getKey(key)!;
   }
 

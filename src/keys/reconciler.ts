@@ -15,7 +15,6 @@ export interface ReconcileReport {
   foreign: number;
   /** Pending keys that became active. */
   activated: number;
-  method: 'none' | 'patch' | 'put';
   /** The list was empty when read: CLIProxyAPI was open to anyone. */
   was_empty: boolean;
   error: string | null;
@@ -30,31 +29,125 @@ export interface ReconcilerDeps {
   preloadPool: () => boolean;
   log: Logger;
   clock: Clock;
-  /**
-   * Asks for another run after `delayMs`. A run that wrote is checked by a follow-up: CLIProxyAPI
-   * reloads its config asynchronously after each save, and a write that lands inside another write's
-   * reload can be lost (the reload installs the older file). The follow-up re-reads and re-applies.
-   */
+  /** Asks for another run after `delayMs` (a write is verified by a run after it). */
   followUp?: (delayMs: number) => void;
   /** How long after a write the follow-up checks it (default 1000 ms). */
   verifyDelayMs?: number;
   /** How soon to try again while CLIProxyAPI is unreachable (default 5000 ms). */
   retryDownMs?: number;
+  /**
+   * Quiet time after each write before the next one (CLIPROXY_WRITE_GAP_MS, default 50 ms).
+   * CLIProxyAPI changes its list without a lock and reloads it asynchronously after each save:
+   * measured against v7.2.140, 50 PATCHes sent back to back kept as few as 1 of them; with 5 ms or
+   * more between them, all 50, every time.
+   */
+  settleMs?: number;
+  /** How long a targeted change waits for CLIProxyAPI to accept (or refuse) the key (default 3000 ms). */
+  probeTimeoutMs?: number;
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 /**
- * Makes CLIProxyAPI's api-keys equal to foreign ∪ sentinel ∪ live portal keys (∪ unused keys with
- * PRELOAD_POOL). Runs never overlap: a request while one runs gets the run after it, shared by
- * every caller that asked meanwhile, so a burst of registrations costs two runs, not a hundred.
+ * Keeps CLIProxyAPI's client key list right without ever replacing it: the portal adds its keys
+ * with `PATCH {old:K,new:K}` and removes them with `DELETE ?value=K` — one write at a time, with a
+ * quiet gap after each — so a key an operator adds or removes meanwhile is never touched, and the
+ * list is never empty (the sentinel is added before anything is removed).
+ *
+ * - `add(keys)` / `remove(keys)`: a known change (issue, revoke, suspend, reinstate) is written at
+ *   once, with no read first, and resolves once CLIProxyAPI accepts (or refuses) the key, probed on
+ *   /v1/models — so an answer never says `active` before it is true.
+ * - `run()`: reads the list (validated) and repairs drift both ways: foreign ∪ sentinel ∪ live portal
+ *   keys (∪ unused keys with PRELOAD_POOL). It runs on a schedule, after every CLIProxyAPI reload
+ *   (the usage subscription's refresh message) and after writes, to verify them. Runs never overlap:
+ *   callers during a run share the next one.
  */
 export class Reconciler {
   private running: Promise<ReconcileReport> | null = null;
   private next: Promise<ReconcileReport> | null = null;
   private lastErrorCode: string | null = null;
   private warnedEmpty = false;
+  /** The write chain: every management write goes through it, one at a time. */
+  private writes: Promise<unknown> = Promise.resolve();
+  private quietUntil = 0;
   last: ReconcileReport | null = null;
 
   constructor(private readonly deps: ReconcilerDeps) {}
+
+  // ---- writes ---------------------------------------------------------------------------------
+
+  /** Writes waiting their turn (a burst of registrations queues here). */
+  private queued = 0;
+
+  /** Roughly how long a write asked for now would wait for its turn, in ms. */
+  backlogMs(): number {
+    return this.queued * ((this.deps.settleMs ?? 50) + 10);
+  }
+
+  /** Runs one management write after the previous one and its quiet gap. */
+  private write(fn: () => Promise<void>): Promise<void> {
+    this.queued++;
+    const run = this.writes.then(async () => {
+      this.queued--;
+      const wait = this.quietUntil - Date.now();
+      if (wait > 0) await sleep(wait);
+      try {
+        await fn();
+      } finally {
+        this.quietUntil = Date.now() + (this.deps.settleMs ?? 50);
+      }
+    });
+    this.writes = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Waits until CLIProxyAPI answers a key the way it should (bounded); true if it did. */
+  private async until(key: string, want: 'accepted' | 'refused'): Promise<boolean> {
+    const end = Date.now() + (this.deps.probeTimeoutMs ?? 3000);
+    for (let delay = 10; ; delay = Math.min(delay * 2, 100)) {
+      if ((await this.deps.client.probeKey(key)) === want) return true;
+      if (Date.now() >= end) return false;
+      await sleep(delay);
+    }
+  }
+
+  /**
+   * Adds keys to CLIProxyAPI (a PATCH each, no read first) and marks the pending ones active once
+   * CLIProxyAPI accepts them. Throws the client's error if a write fails (they stay pending; a run
+   * retries).
+   */
+  async add(keys: string[]): Promise<void> {
+    const { store, client } = this.deps;
+    try {
+      for (const key of keys) await this.write(() => client.addKey(key));
+    } catch (err) {
+      this.onError(err);
+      throw err;
+    }
+    const accepted = await Promise.all(keys.map((k) => this.until(k, 'accepted')));
+    this.activate(keys.filter((k, i) => accepted[i] && store.getKey(k)?.status === 'pending'));
+    this.deps.followUp?.(this.deps.verifyDelayMs ?? 1000);
+  }
+
+  /** Takes keys out of CLIProxyAPI (a DELETE each, no read first); resolves once it refuses them (bounded). */
+  async remove(keys: string[]): Promise<void> {
+    try {
+      for (const key of keys) await this.write(() => this.deps.client.removeKey(key));
+    } catch (err) {
+      this.onError(err);
+      throw err;
+    }
+    await Promise.all(keys.map((k) => this.until(k, 'refused')));
+    this.deps.followUp?.(this.deps.verifyDelayMs ?? 1000);
+  }
+
+  private onError(err: unknown): void {
+    // While CLIProxyAPI is down, look again sooner than the schedule, so pending keys go live soon
+    // after it is back. (A rejected key pauses the client instead.)
+    if (err instanceof CliproxyUnreachable) this.deps.followUp?.(this.deps.retryDownMs ?? 5000);
+  }
+
+  // ---- the full pass --------------------------------------------------------------------------
 
   run(): Promise<ReconcileReport> {
     if (!this.running) return this.start();
@@ -72,18 +165,16 @@ export class Reconciler {
     const { store, client, sentinel, log } = this.deps;
     const report: ReconcileReport = {
       ok: false, at: new Date(this.deps.clock.now()).toISOString(), added: [], removed: [], foreign: 0,
-      activated: 0, method: 'none', was_empty: false, error: null, error_code: null,
+      activated: 0, was_empty: false, error: null, error_code: null,
     };
-    const confirmed: string[] = []; // pending keys now known to be in CLIProxyAPI
+    const confirmed: string[] = []; // pending keys CLIProxyAPI already holds
     try {
-      const current = await client.listKeys();
-      const present = new Set(current.map((k) => k.trim()).filter(Boolean));
+      const present = new Set((await client.listKeys()).map((k) => k.trim()).filter(Boolean));
       report.was_empty = present.size === 0;
       if (report.was_empty && !this.warnedEmpty) {
         this.warnedEmpty = true;
         log.warn({ module: 'reconciler' }, 'CLIProxyAPI had an empty api-keys list, which lets anyone use it; adding the portal sentinel key');
       }
-
       const desired = new Set<string>([sentinel]);
       const pending: string[] = [];
       for (const [k, r] of store.entries()) {
@@ -92,8 +183,8 @@ export class Reconciler {
         if (r.status === 'pending') pending.push(k);
       }
       if (this.deps.preloadPool()) for (const k of store.unusedKeys()) desired.add(k);
-      const toAdd: string[] = [];
-      for (const k of desired) if (!present.has(k)) toAdd.push(k);
+      // The sentinel first, so the list is never empty while keys are removed.
+      const toAdd = [...desired].filter((k) => !present.has(k)).sort((a, b) => Number(b === sentinel) - Number(a === sentinel));
       // Only what is not wanted needs the ownership check: keys of others stay, exactly as they are.
       const toRemove: string[] = [];
       for (const k of present) {
@@ -102,35 +193,21 @@ export class Reconciler {
       }
       const adding = new Set(toAdd);
       for (const k of pending) if (!adding.has(k)) confirmed.push(k);
-
-      // One write per run: several writes in a row can overtake each other's reloads in CLIProxyAPI.
-      const changes = toAdd.length + toRemove.length;
-      if (changes > 1) {
-        report.method = 'put';
-        const removing = new Set(toRemove);
-        await client.putKeys([...current.filter((k) => !removing.has(k.trim())), ...toAdd]);
-        report.added = toAdd.map((k) => this.id(k));
-        report.removed = toRemove.map((k) => this.id(k));
-      } else if (toAdd.length === 1) {
-        report.method = 'patch';
-        await client.addKey(toAdd[0]!);
-        report.added.push(this.id(toAdd[0]!));
-      } else if (toRemove.length === 1) {
-        // The sentinel is never removed, so the list keeps at least one key.
-        report.method = 'patch';
-        await client.removeKey(toRemove[0]!);
-        report.removed.push(this.id(toRemove[0]!));
+      for (const k of toAdd) { await this.write(() => client.addKey(k)); report.added.push(this.id(k)); }
+      for (const k of toRemove) { await this.write(() => client.removeKey(k)); report.removed.push(this.id(k)); }
+      const wasPending = new Set(pending);
+      const added = toAdd.filter((k) => wasPending.has(k));
+      if (added.length) {
+        const accepted = await Promise.all(added.map(async (k) => ((await this.until(k, 'accepted')) ? k : null)));
+        confirmed.push(...accepted.filter((k): k is string => k !== null));
       }
-      for (const k of pending) if (adding.has(k)) confirmed.push(k);
       report.ok = true;
-      if (changes > 0) this.deps.followUp?.(this.deps.verifyDelayMs ?? 1000);
+      if (toAdd.length || toRemove.length) this.deps.followUp?.(this.deps.verifyDelayMs ?? 1000);
     } catch (err) {
       if (!(err instanceof CliproxyError)) throw err;
       report.error = err.message;
       report.error_code = errorCode(err);
-      // While CLIProxyAPI is down, look again sooner than the schedule, so pending keys go live soon
-      // after it is back. (A rejected key pauses the client instead; nothing to do here.)
-      if (err instanceof CliproxyUnreachable) this.deps.followUp?.(this.deps.retryDownMs ?? 5000);
+      this.onError(err);
     } finally {
       report.activated = this.activate(confirmed);
     }
@@ -171,7 +248,7 @@ export class Reconciler {
     this.lastErrorCode = r.error_code;
     if (r.added.length || r.removed.length || r.activated) {
       log.info({ added: r.added.slice(0, 50), removed: r.removed.slice(0, 50), added_count: r.added.length,
-        removed_count: r.removed.length, activated: r.activated, foreign: r.foreign, method: r.method },
+        removed_count: r.removed.length, activated: r.activated, foreign: r.foreign },
       `reconciled CLIProxyAPI keys: +${r.added.length} -${r.removed.length}`);
     }
   }

@@ -101,9 +101,9 @@ export class KeyService {
     this.refillIfLow();
     // The push and the durable write run side by side. Pushing a key before it is on disk is safe:
     // nobody has been shown it yet, and if the write never lands the key is an unused pool key again,
-    // which the reconciler takes back out of CLIProxyAPI. The pending→active flip rides along with
-    // the next write; after a crash the reconciler re-derives it from CLIProxyAPI's list.
-    await Promise.all([this.pushNow(), this.store.commit(mark)]);
+    // which the reconciler takes back out of CLIProxyAPI. The key is answered `active` only once
+    // CLIProxyAPI accepts it; the flip rides along with the next write.
+    await Promise.all([this.pushNow(() => this.deps.reconciler.add([issued.key])), this.store.commit(mark)]);
     const keyId = keyIdOf(this.store.prefix, issued.key);
     await this.audit(actor, 'key.issue', keyId, { email: o.email, label: o.label, issued_by: o.issuedBy });
     this.deps.log.info({ module: 'keys', key_id: keyId, issued_by: o.issuedBy }, 'key issued');
@@ -137,7 +137,7 @@ export class KeyService {
     await this.store.commit();
     await this.audit(actor, 'key.revoke', keyId, { email: record.email, ...(reason ? { reason } : {}) });
     this.deps.log.info({ module: 'keys', key_id: keyId }, 'key revoked');
-    await this.pushNow();
+    await this.pushNow(() => this.deps.reconciler.remove([key])); // answered once CLIProxyAPI refuses it (bounded)
     return { key_id: keyId };
   }
 
@@ -147,7 +147,7 @@ export class KeyService {
     await this.store.commit();
     await this.audit(actor, 'pool.generate', undefined, { count });
     this.deps.log.info({ module: 'keys', count }, 'pool keys generated');
-    if (this.deps.config.PRELOAD_POOL || this.store.preload) await this.pushNow();
+    if (this.deps.config.PRELOAD_POOL || this.store.preload) await this.pushNow(() => this.deps.reconciler.run());
     return { minted: ids.length, first_id: ids[0] ?? null, last_id: ids.at(-1) ?? null };
   }
 
@@ -169,15 +169,18 @@ export class KeyService {
   }
 
   /**
-   * Asks the reconciler to apply the change and waits a little for it, so a key is usually live
-   * (or gone) when the answer arrives; if CLIProxyAPI is slow or down the key stays pending and the
-   * reconciler finishes the job later.
+   * Applies a change in CLIProxyAPI and waits a little for it, so a key is usually live (or gone)
+   * when the answer arrives; if CLIProxyAPI is slow or down the key stays pending and the reconciler
+   * finishes the job later.
    */
-  private async pushNow(): Promise<void> {
+  private async pushNow(push: () => Promise<unknown>): Promise<void> {
     const wait = this.deps.pushWaitMs ?? 2500;
+    // In a burst the writes queue (one at a time, CLIProxyAPI loses writes that come too close):
+    // when this one could not be done in time anyway, answer at once, as pending.
+    if (this.deps.reconciler.backlogMs() > wait) { void push().catch(() => undefined); return; }
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
-      this.deps.reconciler.run().catch(() => undefined),
+      push().catch(() => undefined),
       new Promise((r) => { timer = setTimeout(r, wait); }),
     ]);
     clearTimeout(timer);

@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { open, readFile, rename, unlink, readdir } from 'node:fs/promises';
+import { open, readFile, rename, unlink, readdir, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Adapter } from 'lowdb';
 
@@ -12,6 +12,23 @@ export class CorruptDataFile extends Error {
   }
 }
 
+/**
+ * Writes every byte of `data` at `position` (or the handle's position), looping over short writes —
+ * a full disk can accept part of a write and return its count without an error. Throws if the rest
+ * cannot be written; never returns having written less. This is the one way the portal writes its
+ * files (key files, journal, audit log, secrets).
+ */
+export async function writeAll(fh: FileHandle, data: string | Uint8Array, position?: number): Promise<number> {
+  const buf = typeof data === 'string' ? Buffer.from(data) : data;
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off, position === undefined ? null : position + off);
+    if (bytesWritten === 0) throw Object.assign(new Error('no space left on device (0 bytes written)'), { code: 'ENOSPC' });
+    off += bytesWritten;
+  }
+  return buf.length;
+}
+
 /** fsync a directory so a rename inside it is durable, not only visible. */
 export async function syncDir(dir: string): Promise<void> {
   const fh = await open(dir, constants.O_RDONLY);
@@ -19,37 +36,40 @@ export async function syncDir(dir: string): Promise<void> {
 }
 
 /**
- * Writes `content` to `file` so that a crash at any moment leaves either the old or the new file.
- * Content given as chunks is written as it comes, so a large file never exists as one string.
+ * Writes `content` to `file` so that a crash or a failure at any moment leaves either the old file
+ * or the whole new one: a temp file is written fully (short writes looped), synced, checked to have
+ * every byte, renamed over the old one, and the directory synced. On any failure the temp file is
+ * removed and the old file is untouched. Content given as chunks is written as it comes, so a large
+ * file never exists as one string.
  */
 export async function writeFileAtomic(file: string, content: string | Buffer | Iterable<string | Uint8Array>): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
-  const fh = await open(tmp, 'w', 0o600);
+  let fh: FileHandle | null = null;
   try {
+    fh = await open(tmp, 'w', 0o600);
+    let bytes = 0;
     if (typeof content === 'string' || Buffer.isBuffer(content)) {
-      await fh.writeFile(content);
+      bytes = await writeAll(fh, content);
     } else {
       let buffered: string[] = [];
       let size = 0;
+      const flush = async () => { if (buffered.length) { bytes += await writeAll(fh!, buffered.join('')); buffered = []; size = 0; } };
       for (const chunk of content) {
-        if (typeof chunk !== 'string') {
-          if (buffered.length) { await fh.write(buffered.join('')); buffered = []; size = 0; }
-          await fh.writeFile(chunk); // writes all of it, from the current position
-          continue;
-        }
+        if (typeof chunk !== 'string') { await flush(); bytes += await writeAll(fh, chunk); continue; }
         buffered.push(chunk);
         size += chunk.length;
-        if (size >= 1 << 16) { await fh.write(buffered.join('')); buffered = []; size = 0; }
+        if (size >= 1 << 16) await flush();
       }
-      if (buffered.length) await fh.write(buffered.join(''));
+      await flush();
     }
     await fh.sync();
-  } finally {
+    const { size } = await fh.stat();
+    if (size !== bytes) throw new Error(`${tmp} holds ${size} bytes after writing ${bytes}`);
     await fh.close();
-  }
-  try {
+    fh = null;
     await rename(tmp, file);
   } catch (err) {
+    await fh?.close().catch(() => undefined);
     await unlink(tmp).catch(() => undefined);
     throw err;
   }

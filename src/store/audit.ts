@@ -2,6 +2,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import path from 'node:path';
 import type { Clock } from '../clock.js';
+import { writeAll } from './atomic-file.js';
 
 export type AuditActor = 'admin' | 'system' | 'anonymous' | `user:${string}`;
 
@@ -44,9 +45,7 @@ export class AuditLog {
         const batch = this.pending;
         this.pending = [];
         try {
-          this.fh ??= await open(this.file, 'a', 0o600);
-          await this.fh.write(batch.map((b) => b.line).join(''));
-          await this.fh.datasync();
+          await this.append(batch.map((b) => b.line).join(''));
           for (const b of batch) b.done();
         } catch (err) {
           for (const b of batch) b.done(err as Error);
@@ -54,6 +53,27 @@ export class AuditLog {
       }
     } finally {
       this.writing = null;
+    }
+  }
+
+  /** Bytes in the file that end with a whole line; a failed append is cut back to it before the next. */
+  private size: number | null = null;
+
+  private async append(text: string): Promise<void> {
+    if (!this.fh) {
+      this.fh = await open(this.file, 'a+', 0o600);
+      this.size = (await this.fh.stat()).size;
+    }
+    const before = this.size!;
+    try {
+      // 'a+' appends at the end whatever the position: cut a torn tail off first, so lines stay whole.
+      if ((await this.fh.stat()).size !== before) await this.fh.truncate(before);
+      await writeAll(this.fh, text);
+      await this.fh.datasync();
+      this.size = before + Buffer.byteLength(text);
+    } catch (err) {
+      await this.fh.truncate(before).catch(() => undefined);
+      throw err;
     }
   }
 

@@ -76,6 +76,12 @@ export class KeysStore {
   private epoch = 0;
   /** fsync'd writes so far: journal appends and checkpoint files (the benchmark reports them). */
   writes = 0;
+  /** Memory may hold changes that are not on disk (a write failed): reload before the next write. */
+  private stale = false;
+  /** Why changes cannot be written now (null when they can). */
+  storageError: string | null = null;
+  /** Why the key files cannot be written now; the journal still holds everything (null when they can). */
+  checkpointError: string | null = null;
   /** Counts changes to keys and owners in memory: readers cache what they derive from it. */
   version = 0;
 
@@ -139,6 +145,7 @@ export class KeysStore {
 
   /** Takes the next unused key and gives it to `fields.email` (or to no one: an admin key). */
   assignNext(fields: NewKeyFields): { key: string; record: KeyRecord } {
+    this.fresh();
     this.version++;
     const key = this.s.unused.values().next().value as string | undefined;
     if (key === undefined) throw new PoolExhausted();
@@ -166,6 +173,7 @@ export class KeysStore {
 
   /** Retires a key for good: it leaves its holder's list and is never handed out again. */
   revoke(key: string, now: Date): KeyRecord {
+    this.fresh();
     this.version++;
     const record = this.s.keys.get(key);
     if (!record) throw new Error('revoke: unknown key');
@@ -189,6 +197,7 @@ export class KeysStore {
 
   /** Replaces fields of a key's record (status, label, limits…); never its owner. */
   updateKey(key: string, patch: Partial<Omit<KeyRecord, 'email' | 'created_at'>>): KeyRecord {
+    this.fresh();
     this.version++;
     const record = this.s.keys.get(key);
     if (!record) throw new Error('updateKey: unknown key');
@@ -200,6 +209,7 @@ export class KeysStore {
 
   /** Adds `count` fresh keys to the unused pool; returns their ids. */
   mint(count: number): string[] {
+    this.fresh();
     this.version++;
     const ids: string[] = [];
     for (let i = 0; i < count; i++) {
@@ -230,7 +240,16 @@ export class KeysStore {
    * Marks the moment before a change whose durability will be awaited later: commit(mark) rejects if
    * any write failed (and rolled memory back) after it.
    */
-  mark(): number { return this.epoch; }
+  mark(): number { this.fresh(); return this.epoch; }
+
+  /**
+   * After a failed write, memory goes back to the disk's state before anything new is changed, so a
+   * change made once the disk works again is not thrown away with the failed one.
+   */
+  private fresh(): void {
+    if (!this.stale) return;
+    try { this.reloadFromDisk(); } catch { /* still unreadable: the next commit fails and says why */ }
+  }
 
   /** Resolves when every change made before this call is on disk; rejects if it was rolled back. */
   async commit(epoch = this.epoch): Promise<void> {
@@ -271,6 +290,7 @@ export class KeysStore {
   }
 
   private async flush(): Promise<void> {
+    if (this.stale) this.reloadFromDisk(); // throws CommitFailed while the files cannot be read
     // Taken synchronously: the batch (and any checkpoint) show one moment, whatever changes meanwhile.
     const batch = this.takeBatch();
     const checkpoint = this.checkpointWanted || this.journal.bytes > JOURNAL_LIMIT_BYTES ? this.takeCheckpoint() : null;
@@ -280,10 +300,17 @@ export class KeysStore {
         await this.journal.append(batch);
         this.writes++;
       } catch (err) {
-        this.epoch++;
-        this.log.error({ err }, 'appending to keys.journal failed; reloading the last committed state');
-        this.reloadFromDisk();
+        // Nothing of the batch counts: memory goes back to what is on disk, and every change made
+        // since the last written batch fails its commit (it was never acknowledged).
+        if (!this.storageError) this.log.error({ err }, 'appending to keys.journal failed; changes are refused until it can be written');
+        this.storageError = `keys.journal cannot be written (${(err as Error).message})`;
+        this.stale = true;
+        try { this.reloadFromDisk(); } catch { /* tried again before the next write */ }
         throw new CommitFailed(`could not write keys.journal: ${(err as Error).message}`);
+      }
+      if (this.storageError) {
+        this.storageError = null;
+        this.log.info('keys.journal is writable again');
       }
     }
     if (checkpoint) await checkpoint();
@@ -322,9 +349,12 @@ export class KeysStore {
         await this.writeFile(this.usersDb, users);
         if (final !== null) await this.writeFile(this.poolDb, final);
         await this.journal.clear();
+        if (this.checkpointError) this.log.info('the key files are written again');
+        this.checkpointError = null;
       } catch (err) {
         for (const [k, v] of retiring) if (!this.retiring.has(k)) this.retiring.set(k, v);
-        this.log.error({ err }, 'checkpoint failed; the journal still holds every change');
+        if (!this.checkpointError) this.log.error({ err }, 'writing the key files failed; the journal still holds every change');
+        this.checkpointError = `the key files cannot be written (${(err as Error).message}); keys.journal holds every change`;
       }
     };
   }
@@ -334,13 +364,24 @@ export class KeysStore {
     this.writes++;
   }
 
+  /**
+   * Memory becomes what is on disk again (after a write failed). Every read must succeed: adopting
+   * half of the state would let a later checkpoint write it. Until it does, nothing is written.
+   */
   private reloadFromDisk(): void {
     const read = <T>(file: string): T | null => {
-      try { return JSON.parse(readFileSync(file, 'utf8')) as T; } catch { return null; }
+      try {
+        return JSON.parse(readFileSync(file, 'utf8')) as T;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+        throw new CommitFailed(`could not read ${file} back: ${(err as Error).message}`);
+      }
     };
-    let batches: JournalBatch[] = [];
-    try { batches = this.journal.readSync(); } catch { /* keep the files' state */ }
+    let batches: JournalBatch[];
+    try { batches = this.journal.readSync(); } catch (err) { throw new CommitFailed(`could not read keys.journal back: ${(err as Error).message}`); }
     this.adopt(read<PoolFile>(this.poolFile), read<UserKeysFile>(this.usersFile), batches);
+    this.epoch++; // changes made before this moment are gone; their commits fail
+    this.stale = false;
     this.touchedKeys = new Set();
     this.touchedUsers = new Set();
     this.touchedPool = new Set();

@@ -15,6 +15,8 @@ export class Zone {
   private readonly zone: IANAZone;
   /** The day and hour of the last instant asked for, valid for the whole local quarter hour around it. */
   private memo = { from: 0, to: -1, day: '', hour: '' };
+  /** The zone's offset (minutes) by UTC quarter hour: asked of Luxon (Intl) once per quarter hour. */
+  private readonly offsets = new Map<number, number>();
 
   constructor(name: string) {
     const zone = IANAZone.create(name);
@@ -31,15 +33,28 @@ export class Zone {
     return DateTime.fromMillis(ms, { zone: this.zone });
   }
 
-  /** The calendar day and hour of an instant. Called for every ingested record, so memoised. */
+  /**
+   * The zone's offset from UTC at an instant, in minutes. Offsets and their changes are whole quarter
+   * hours in every zone, so one answer holds for a whole UTC quarter hour.
+   */
+  private offsetMinutes(ms: number): number {
+    const q = Math.floor(ms / 900_000);
+    let off = this.offsets.get(q);
+    if (off === undefined) {
+      if (this.offsets.size > 20_000) this.offsets.clear();
+      off = this.zone.offset(q * 900_000);
+      this.offsets.set(q, off);
+    }
+    return off;
+  }
+
+  /** The calendar day and hour of an instant. Called for every ingested record and chart point, so cheap. */
   dayHour(ms: number): { day: string; hour: string } {
     const m = this.memo;
     if (ms >= m.from && ms < m.to) return { day: m.day, hour: m.hour };
-    const t = this.at(ms);
-    const day = t.toFormat('yyyy-MM-dd');
-    const hour = `${day}T${t.toFormat('HH')}`;
-    // Offsets and their changes are whole quarter hours in every zone, so local quarter hours are UTC
-    // quarter hours, and every instant of this one has the same day and hour.
+    const local = new Date(ms + this.offsetMinutes(ms) * 60_000);
+    const day = ymd(local);
+    const hour = `${day}T${String(local.getUTCHours()).padStart(2, '0')}`;
     const from = ms - (((ms % 900_000) + 900_000) % 900_000);
     this.memo = { from, to: from + 900_000, day, hour };
     return { day, hour };
@@ -75,27 +90,28 @@ export class Zone {
     return this.startOfDay(this.day(ms));
   }
 
-  /** The calendar day `n` days after `day` (negative: before). */
+  /** The calendar day `n` days after `day` (negative: before). Calendar arithmetic needs no zone. */
   addDays(day: string, n: number): string {
-    return DateTime.fromISO(day, { zone: this.zone }).plus({ days: n }).toFormat('yyyy-MM-dd');
+    return ymd(new Date(Date.UTC(+day.slice(0, 4), +day.slice(5, 7) - 1, +day.slice(8, 10) + n)));
   }
 
   /** Calendar days from `from` to `to`, both included, oldest first. */
   daysBetween(from: string, to: string): string[] {
     const out: string[] = [];
-    for (let d = from; d <= to && out.length <= 3700; d = this.addDays(d, 1)) out.push(d);
+    const t = new Date(Date.UTC(+from.slice(0, 4), +from.slice(5, 7) - 1, +from.slice(8, 10)));
+    for (let d = ymd(t); d <= to && out.length <= 3700; t.setUTCDate(t.getUTCDate() + 1), d = ymd(t)) out.push(d);
     return out;
   }
 
   /** Hours from the hour of `fromMs` to the hour of `toMs`, both included, oldest first (each once). */
   hoursBetween(fromMs: number, toMs: number): string[] {
     const out: string[] = [];
-    let t = this.at(fromMs).startOf('hour');
-    const end = this.at(toMs).startOf('hour').toMillis();
-    while (t.toMillis() <= end && out.length <= 24 * 400) {
-      const h = this.hour(t.toMillis());
-      if (out.at(-1) !== h) out.push(h);
-      t = t.plus({ hours: 1 });
+    const last = this.hour(toMs);
+    // Every hour starts on a UTC quarter hour: step through them and keep each new hour once.
+    for (let t = fromMs - (((fromMs % 900_000) + 900_000) % 900_000); t <= toMs + 900_000 && out.length <= 24 * 400; t += 900_000) {
+      const h = this.hour(t);
+      if (out.at(-1) !== h && (out.length || t + 900_000 > fromMs)) out.push(h);
+      if (h === last) break;
     }
     return out;
   }
@@ -130,4 +146,9 @@ export class Zone {
   static isDay(text: string): boolean {
     return /^\d{4}-\d{2}-\d{2}$/.test(text) && DateTime.fromISO(text, { zone: 'UTC' }).isValid;
   }
+}
+
+/** 'YYYY-MM-DD' of a Date's UTC fields. */
+function ymd(d: Date): string {
+  return `${d.getUTCFullYear()}-${String(d.getUTCMonth() + 1).padStart(2, '0')}-${String(d.getUTCDate()).padStart(2, '0')}`;
 }

@@ -58,6 +58,13 @@ export class UsageService {
     /** CLIProxyAPI reloaded its config (the subscription's refresh message). */
     onRefresh?: () => void;
   }) {
+    // CLIProxyAPI answers again: what failed for want of it is no longer an error, and what waited
+    // in its queue meanwhile is taken at once rather than at the next tick or back-off.
+    d.cliproxy.onRecovered(() => {
+      if (this.error?.startsWith('cliproxy_unreachable')) this.error = null;
+      if (this.stopped) return;
+      if (this.subscription) this.subscription.retryNow(); else void this.pull();
+    });
     d.ingestor.on('storage', (ok: boolean) => {
       this.storageDown = !ok;
       if (ok) this.subscription?.resume(); else void this.subscription?.pause();

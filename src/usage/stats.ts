@@ -175,11 +175,18 @@ export class StatsService {
   }
 
   /** Every key a person ever held, revoked ones included (their usage still counts). */
-  private allKeysOf(email: string): string[] {
-    const out: string[] = [];
-    for (const [k, r] of this.d.store.entries()) if (r.email === email) out.push(k);
-    return out;
+  allKeysOf(email: string): string[] {
+    const { store } = this.d;
+    if (this.heldBy?.version !== store.version) {
+      const byEmail = new Map<string, string[]>();
+      for (const [k, r] of store.entries()) if (r.email) (byEmail.get(r.email) ?? byEmail.set(r.email, []).get(r.email)!).push(k);
+      this.heldBy = { version: store.version, byEmail };
+    }
+    return this.heldBy.byEmail.get(email) ?? [];
   }
+
+  /** Who held which keys, rebuilt when the keys change. */
+  private heldBy: { version: number; byEmail: Map<string, string[]> } | null = null;
 
   /**
    * Several keys over a range: every day of it (zeros included), by model, and by hour — over the

@@ -102,7 +102,7 @@ export function apiRouter(deps: WebDeps): Router {
       if (typeof v !== 'string' || v.length > 254) throw badRequest('invalid_field', `${name} must be given once.`);
       return v.trim();
     };
-    const idsOf = (who: string) => [...store.entries()].filter(([, r]) => r.email === who).map(([k]) => keyIdOf(store.prefix, k));
+    const idsOf = (who: string) => stats.allKeysOf(who).map((k) => keyIdOf(store.prefix, k));
     let keyIds: string[] | null;
     const wantedEmail = str('email')?.toLowerCase();
     const wantedKey = str('key_id');

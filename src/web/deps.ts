@@ -5,6 +5,7 @@ import type { Config } from '../config.js';
 import type { Reconciler } from '../keys/reconciler.js';
 import type { KeyService } from '../keys/service.js';
 import type { Logger } from '../log.js';
+import type { LogFile } from '../log-file.js';
 import type { AuditLog } from '../store/audit.js';
 import type { KeysStore } from '../store/keys-store.js';
 import type { StatsService } from '../usage/stats.js';
@@ -29,6 +30,8 @@ export interface AppDeps {
   /** TIMEZONE: every day, hour and time shown. */
   zone: Zone;
   usageStore: UsageStore;
+  /** The log file, when there is one (its failures show in /healthz). */
+  logFile?: LogFile | null;
   stats: StatsService;
   quota: QuotaService;
   usage: UsageService;

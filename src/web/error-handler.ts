@@ -1,5 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
 import { AppError, notFound } from '../errors.js';
+import { CommitFailed } from '../store/keys-store.js';
 import type { WebDeps } from './deps.js';
 import { localError, renderPage } from './render.js';
 
@@ -8,6 +9,10 @@ interface BodyParserError { type?: string; status?: number; expose?: boolean }
 /** Maps anything thrown to an AppError; unknown errors become a 500 that hides the details. */
 export function toAppError(err: unknown): AppError {
   if (err instanceof AppError) return err;
+  if (err instanceof CommitFailed) {
+    return new AppError(503, 'storage_unavailable', 'The portal cannot save changes right now (its disk is full or read-only). Nothing was changed; try again later.',
+      { 'Retry-After': '30' });
+  }
   const e = err as BodyParserError & Error;
   if (e?.type === 'entity.parse.failed') return new AppError(400, 'invalid_json', 'The request body is not valid JSON.');
   if (e?.type === 'entity.too.large') return new AppError(413, 'payload_too_large', 'The request body is too large.');

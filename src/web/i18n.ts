@@ -175,6 +175,7 @@ const errorsZh: Record<string, string> = {
   invalid_field: '输入有误：{message}',
   payload_too_large: '提交的内容过大。',
   internal_error: '服务器出了点问题，请稍后再试。',
+  storage_unavailable: '门户暂时无法保存更改（磁盘已满或只读），本次操作未生效，请稍后再试。',
 };
 
 const dictionaries: Record<Locale, Record<MessageKey, string>> = { en, 'zh-CN': zh };

@@ -1,4 +1,5 @@
 import { fork } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cp, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -121,15 +122,29 @@ const pct = (sorted: number[]) => `p50 ${fmt(percentile(sorted, 50), 1)} ms, p99
  * models of aggregates. Baseline, in the same run: the same portal and keys with no usage at all.
  */
 export async function benchStats(): Promise<void> {
+  // KP_BENCH_SEEDED=<dir>: seed once into <dir> and start from a copy of it on later runs (seeding takes minutes).
+  const cache = process.env.KP_BENCH_SEEDED;
   const dir = await tempDir('kp-bench-stats-');
   const bare = await tempDir('kp-bench-stats0-');
   const fake = await spawnFake({ FAKE_API_KEYS: 'sk-ops'});
   try {
-    await seedDataDir(dir, USERS, 100, KEYS_PER_USER);
+    let seedS = 0;
+    let loggedKey: string;
+    if (cache && existsSync(path.join(cache, 'seeded.json'))) {
+      await cp(cache, dir, { recursive: true });
+      loggedKey = (JSON.parse(readFileSync(path.join(cache, 'seeded.json'), 'utf8')) as { loggedKey: string }).loggedKey;
+    } else {
+      await seedDataDir(dir, USERS, 100, KEYS_PER_USER);
+      const g0 = performance.now();
+      loggedKey = (await seedUsage(dir)).loggedKey;
+      seedS = (performance.now() - g0) / 1000;
+      if (cache) {
+        await cp(dir, cache, { recursive: true });
+        writeFileSync(path.join(cache, 'seeded.json'), JSON.stringify({ loggedKey }));
+      }
+    }
     await cp(dir, bare, { recursive: true });
-    const g0 = performance.now();
-    const { loggedKey } = await seedUsage(dir);
-    const seedS = (performance.now() - g0) / 1000;
+    await rm(path.join(bare, 'usage.db'), { force: true });
     const usageBytes = (await stat(path.join(dir, 'usage.db'))).size;
 
     const base = await startChild(bare, fake.url);

@@ -30,7 +30,7 @@ describe('kill -9 in the middle of a registration storm', () => {
     const rounds = 6;
     for (let round = 0; round < rounds; round++) {
       const { child, url } = await spawnPortal(dataDir, {
-        CLIPROXY_URL: fake.url, CLIPROXY_MANAGEMENT_KEY: MANAGEMENT_KEY, POOL_SIZE: '6000',
+        CLIPROXY_URL: fake.url, CLIPROXY_MANAGEMENT_KEY: MANAGEMENT_KEY, POOL_SIZE: '6000', CLIPROXY_WRITE_GAP_MS: '5', // the fake has no reload race
       });
       let stop = false;
       let n = 0;

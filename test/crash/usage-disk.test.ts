@@ -21,11 +21,12 @@ describe('usage on a disk that fills up', { skip: !Tmpfs.available() && 'needs r
     fake.retentionSeconds = 3600;
     const env = { CLIPROXY_URL: fake.url, CLIPROXY_MANAGEMENT_KEY: MANAGEMENT_KEY, USAGE_SOURCE: 'subscribe', USAGE_CRON: '* * * * * *', POOL_SIZE: '20' };
     let portal = await spawnPortal(fs.dir, env);
+    let stop = false;
+    let traffic: Promise<void> = Promise.resolve();
     try {
       const { key, key_id: id } = (await call(portal.url, 'POST', '/api/register-key', { body: { email: 'disk@x.cn' } })).body as { key: string; key_id: string };
-      let stop = false;
       let sent = 0;
-      const traffic = (async () => {
+      traffic = (async () => {
         while (!stop) {
           const res = await fetch(`${fake.url}/v1/chat/completions`, {
             method: 'POST', headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' }, body: '{"model":"fake-chat"}',
@@ -42,7 +43,7 @@ describe('usage on a disk that fills up', { skip: !Tmpfs.available() && 'needs r
       // The disk fills up.
       const marks: [string, number][] = [['fill1', Date.now()]];
       fs.fill();
-      await waitFor(async () => (await call(portal.url, 'GET', '/healthz')).body.usage.storage_error !== null, 'the storage error to show', 10_000);
+      await waitFor(async () => (await call(portal.url, 'GET', '/healthz', { token: ADMIN })).body.usage.storage_error !== null, 'the storage error to show', 10_000);
       const during = (await call(portal.url, 'GET', '/api/user-stats/disk%40x.cn', { token: ADMIN }));
       assert.equal(during.status, 200, 'reads go on while nothing can be written');
       assert.ok(during.body.totals.requests >= countedBefore, 'nothing counted is lost');
@@ -53,13 +54,13 @@ describe('usage on a disk that fills up', { skip: !Tmpfs.available() && 'needs r
       // Space returns: everything is stored, by itself.
       marks.push(['free1', Date.now()]);
       fs.free();
-      await waitFor(async () => (await call(portal.url, 'GET', '/healthz')).body.usage.storage_error === null, 'recovery', 20_000);
+      await waitFor(async () => (await call(portal.url, 'GET', '/healthz', { token: ADMIN })).body.usage.storage_error === null, 'recovery', 20_000);
       await waitFor(() => fake.subscribers.size === 1, 'the subscription back', 5000);
 
       // Full again, and a clean stop while it is: what is held goes to a file, and the next start stores it.
       marks.push(['fill2', Date.now()]);
       fs.fill();
-      await waitFor(async () => (await call(portal.url, 'GET', '/healthz')).body.usage.storage_error !== null, 'the second storage error', 10_000);
+      await waitFor(async () => (await call(portal.url, 'GET', '/healthz', { token: ADMIN })).body.usage.storage_error !== null, 'the second storage error', 10_000);
       stop = true;
       await traffic;
       marks.push(['term', Date.now()]);
@@ -88,6 +89,8 @@ describe('usage on a disk that fills up', { skip: !Tmpfs.available() && 'needs r
       assert.equal(readdirSync(os.tmpdir()).filter((f) => f.startsWith('key-portal-usage-held-')).length, 0, 'held files were taken in');
       t.diagnostic(`${sent} requests, ${ids.length} stored; held in a file at the stop on a full disk: ${spilled.length ? 'yes' : 'no'}`);
     } finally {
+      stop = true;
+      await traffic;
       await killHard(portal.child);
       await fake.stop();
       fs.unmount();

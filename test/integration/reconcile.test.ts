@@ -26,8 +26,11 @@ describe('keeping CLIProxyAPI’s key list right', () => {
       assert.deepEqual(t.fake.apiKeys?.filter((k) => k.includes('sk-ops')), ['sk-ops-1', '  sk-ops-2 ', 'sk-ops-1']);
       await waitFor(async () => (await chat(t.fake, a.key)) === 200, 'restored key works');
 
+      await new Promise((r) => setTimeout(r, 100));
+      const before = t.fake.calls.length;
       const quiet = await t.portal.reconciler.run();
-      assert.equal(quiet.method, 'none', 'a converged list costs one GET and nothing else');
+      assert.deepEqual([quiet.added, quiet.removed], [[], []]);
+      assert.deepEqual(t.fake.calls.slice(before).map((c) => c.method), ['GET'], 'a converged list costs one GET and nothing else');
     } finally {
       await t.stop();
     }
@@ -53,15 +56,16 @@ describe('keeping CLIProxyAPI’s key list right', () => {
     }
   });
 
-  it('replaces many changes with one PUT of the merged list (PRELOAD_POOL), and unloads them again', async () => {
+  it('never replaces the list: many changes (PRELOAD_POOL) are a PATCH each, and unloading them a DELETE each', async () => {
     const fake = await FakeCliproxy.start({ apiKeys: ['sk-ops-1'] });
     try {
       const t = await startTestPortal({ fake, keepDataDir: true, env: { PRELOAD_POOL: 'true', POOL_SIZE: '40' } });
       try {
         assert.equal(fake.apiKeys?.[0], 'sk-ops-1');
         assert.equal(fake.apiKeys?.length, 42, 'foreign key + sentinel + 40 pool keys');
-        assert.equal(fake.calls.filter((c) => c.method === 'PUT').length, 1, 'one PUT, no per-key calls');
-        assert.equal(fake.calls.filter((c) => c.method === 'PATCH').length, 0);
+        assert.equal(fake.apiKeys?.[1], t.portal.sentinel, 'the sentinel first');
+        assert.equal(fake.calls.filter((c) => c.method === 'PUT').length, 0, 'never a PUT');
+        assert.equal(fake.calls.filter((c) => c.method === 'PATCH').length, 41);
       } finally {
         await t.stop();
       }
@@ -70,11 +74,96 @@ describe('keeping CLIProxyAPI’s key list right', () => {
       try {
         assert.equal(t2.portal.reconciler.last?.removed.length, 40);
         assert.deepEqual(fake.apiKeys, ['sk-ops-1', t2.portal.sentinel]);
+        assert.equal(fake.calls.filter((c) => c.method === 'DELETE').length, 40);
+        assert.equal(fake.calls.filter((c) => c.method === 'PUT').length, 0);
       } finally {
         await t2.stop();
       }
     } finally {
       await fake.stop();
+    }
+  });
+
+  it('keeps an operator’s key added between the portal’s read and its write', async () => {
+    const t = await startTestPortal();
+    try {
+      await t.portal.reconciler.run();
+      t.fake.editByHand((keys) => keys.filter((k) => k !== t.portal.sentinel)); // drift the next run repairs
+      t.fake.afterListRead = () => { t.fake.afterListRead = null; t.fake.editByHand((keys) => [...keys, 'sk-added-by-hand']); };
+      const report = await t.portal.reconciler.run();
+      assert.deepEqual(report.added, ['sentinel']);
+      assert.ok(t.fake.apiKeys?.includes('sk-added-by-hand'), 'the operator’s key survives the portal’s write');
+      assert.ok(t.fake.apiKeys?.includes(t.portal.sentinel));
+    } finally {
+      await t.stop();
+    }
+  });
+
+  for (const garble of ['html', 'empty', 'truncated', 'null', 'text'] as const) {
+    it(`never writes after a garbled answer (${garble}), keeps foreign keys, and says so`, async () => {
+      const t = await startTestPortal({ fakeOptions: { apiKeys: ['sk-ops-1', 'sk-ops-2'] } });
+      try {
+        const { body } = await call(t.url, 'POST', '/api/register-key', { body: { email: 'g@x.cn' } });
+        t.fake.editByHand((keys) => keys.filter((k) => k !== body.key)); // there is something to repair
+        const before = t.fake.calls.length;
+        t.fake.garbleNextList.push(garble, garble);
+        const report = await t.portal.reconciler.run();
+        assert.equal(report.ok, false);
+        assert.equal(report.error_code, 'cliproxy_bad_answer');
+        assert.deepEqual(t.fake.calls.slice(before).map((c) => c.method), ['GET'], 'read, and nothing written');
+        assert.deepEqual(t.fake.apiKeys?.slice(0, 2), ['sk-ops-1', 'sk-ops-2']);
+        const health = await call(t.url, 'GET', '/healthz', { token: ADMIN });
+        assert.equal(health.status, 503);
+        assert.equal(health.body.status, 'degraded');
+        assert.ok(health.body.reasons.some((r: { code: string }) => r.code === 'cliproxy_bad_answer'));
+        await t.portal.reconciler.run(); // still garbled
+        assert.ok(!t.fake.calls.slice(before).some((c) => c.method !== 'GET'));
+        const healed = await t.portal.reconciler.run(); // good answers again
+        assert.deepEqual(healed.added, [body.key_id]);
+        assert.equal((await call(t.url, 'GET', '/healthz')).body.status, 'ok', 'the error is gone with its cause');
+      } finally {
+        await t.stop();
+      }
+    });
+  }
+
+  it('repairs a hand-emptied list and a revoked key added back within 2 s of CLIProxyAPI’s reload (subscribe)', async (ctx) => {
+    const t = await startTestPortal({ env: { USAGE_SOURCE: 'subscribe' } });
+    try {
+      await waitFor(() => t.portal.usage.status().subscribed, 'the subscription');
+      const { body: a } = await call(t.url, 'POST', '/api/register-key', { body: { email: 'a@x.cn' } });
+      const { body: b } = await call(t.url, 'POST', '/api/register-key', { body: { email: 'b@x.cn' } });
+      await call(t.url, 'POST', '/api/revoke-key', { body: { key: b.key } });
+      await new Promise((r) => setTimeout(r, 300));
+
+      let t0 = Date.now();
+      t.fake.editByHand(() => []); // CLIProxyAPI now lets anyone in
+      await waitFor(async () => (await chat(t.fake, 'anyone')) === 200, 'the list to be empty');
+      await waitFor(() => !!t.fake.apiKeys?.includes(t.portal.sentinel) && !!t.fake.apiKeys?.includes(a.key), 'the list refilled', 2000);
+      await waitFor(async () => (await chat(t.fake, 'anyone')) === 401, 'the proxy to close again', 2000);
+      ctx.diagnostic(`emptied list refilled in ${Date.now() - t0} ms`);
+
+      t0 = Date.now();
+      t.fake.editByHand((keys) => [...keys, b.key]);
+      await waitFor(() => !t.fake.apiKeys?.includes(b.key), 'the revoked key out again', 2000);
+      ctx.diagnostic(`revoked key removed again in ${Date.now() - t0} ms`);
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it('keeps every key when CLIProxyAPI loses writes that come too close together: one write at a time, with a quiet gap', async () => {
+    const t = await startTestPortal({ settleMs: 60, fakeOptions: { reloadDelayMs: 10 } });
+    try {
+      t.fake.raceWindowMs = 40;
+      const regs = await Promise.all(Array.from({ length: 12 }, (_, i) => call(t.url, 'POST', '/api/register-key', { body: { email: `race${i}@x.cn` } })));
+      assert.ok(regs.every((r) => r.status === 201));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(t.fake.racedWrites, 0, 'no write came within the race window of another');
+      for (const r of regs) assert.ok(t.fake.live.has(r.body.key), `key ${r.body.key_id} is live`);
+      assert.equal(t.fake.calls.filter((c) => c.method === 'PUT').length, 0);
+    } finally {
+      await t.stop();
     }
   });
 
@@ -85,16 +174,18 @@ describe('keeping CLIProxyAPI’s key list right', () => {
       const res = await call(t.url, 'POST', '/api/register-key', { body: { email: 'down@x.cn' } });
       assert.equal(res.status, 201);
       assert.equal(res.body.status, 'pending');
-      const health = (await call(t.url, 'GET', '/healthz')).body;
-      assert.equal(health.status, 'ok');
+      const health = (await call(t.url, 'GET', '/healthz', { token: ADMIN })).body;
+      assert.equal(health.status, 'degraded');
       assert.equal(health.cliproxy.reachable, false);
       assert.equal(health.cliproxy.error_code, 'cliproxy_unreachable');
+      assert.deepEqual((await call(t.url, 'GET', '/healthz')).body, { status: 'degraded', reasons: ['cliproxy_unreachable'] }, 'no details for anyone else');
 
       await t.fake.listen();
       // No schedule runs in tests: the reconciler's own retry (every 5 s while down) brings it live.
       await waitFor(() => t.portal.store.getKey(res.body.key)?.status === 'active', 'the key to go live', 9000);
       await waitFor(async () => (await chat(t.fake, res.body.key)) === 200, 'the pending key to work');
-      assert.equal((await call(t.url, 'GET', '/healthz')).body.cliproxy.reachable, true);
+      assert.equal((await call(t.url, 'GET', '/healthz', { token: ADMIN })).body.cliproxy.reachable, true);
+      const h = (await call(t.url, 'GET', '/healthz', { token: ADMIN })).body; assert.equal(h.status, 'ok', JSON.stringify(h.reasons));
       assert.deepEqual(strictInvariantViolations(await settled(t)), []);
     } finally {
       await t.stop();
@@ -129,7 +220,7 @@ describe('keeping CLIProxyAPI’s key list right', () => {
       assert.ok(fake.failedLogins() < 5, `${fake.failedLogins()} failed logins in a minute`);
       assert.equal(fake.failedLogins(), 1);
       assert.equal(fake.bans.size, 0, 'not banned');
-      const health = (await call(t.url, 'GET', '/healthz')).body;
+      const health = (await call(t.url, 'GET', '/healthz', { token: ADMIN })).body;
       assert.equal(health.cliproxy.error_code, 'management_key_rejected');
       assert.equal(health.cliproxy.authenticated, false);
       assert.ok(health.cliproxy.paused_until);
@@ -153,7 +244,7 @@ describe('keeping CLIProxyAPI’s key list right', () => {
       await t.portal.reconciler.run();
       await t.portal.reconciler.run();
       assert.equal(fake.calls.length, 1, 'one call (at start) met the ban; none after');
-      assert.equal((await call(t.url, 'GET', '/healthz')).body.cliproxy.error_code, 'management_forbidden');
+      assert.equal((await call(t.url, 'GET', '/healthz', { token: ADMIN })).body.cliproxy.error_code, 'management_forbidden');
       clock.advance(32 * 60_000);
       const report = await t.portal.reconciler.run();
       assert.equal(report.ok, true);
@@ -169,7 +260,7 @@ describe('keeping CLIProxyAPI’s key list right', () => {
     try {
       for (let i = 0; i < 5; i++) await t.portal.reconciler.run();
       assert.equal(fake.calls.length, 1, 'one call at start, then a pause');
-      assert.equal((await call(t.url, 'GET', '/healthz')).body.cliproxy.error_code, 'management_disabled');
+      assert.equal((await call(t.url, 'GET', '/healthz', { token: ADMIN })).body.cliproxy.error_code, 'management_disabled');
     } finally {
       await t.stop();
       await fake.stop();
@@ -184,7 +275,7 @@ describe('keeping CLIProxyAPI’s key list right', () => {
       assert.equal(t.fake.calls.length, 0);
       const admin = await call(t.url, 'POST', '/admin/pool', { body: { count: 1 }, token: ADMIN });
       assert.equal(admin.status, 201);
-      assert.equal((await call(t.url, 'GET', '/healthz')).body.cliproxy.error_code, 'management_key_missing');
+      assert.equal((await call(t.url, 'GET', '/healthz', { token: ADMIN })).body.cliproxy.error_code, 'management_key_missing');
     } finally {
       await t.stop();
     }

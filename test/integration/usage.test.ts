@@ -88,7 +88,7 @@ describe('usage from the v7 queue', () => {
       assert.deepEqual([...new Set(everyone.map((r) => r[1]))].sort(), ['a@x.cn', 'b@x.cn']);
       assert.ok(!mineCsv.text.includes(a1.key.slice(14)), 'no key in the export');
 
-      const health = (await call(t.url, 'GET', '/healthz')).body;
+      const health = (await call(t.url, 'GET', '/healthz', { token: ADMIN })).body;
       assert.equal(health.cliproxy.generation, 'queue');
       assert.ok(health.cliproxy.last_usage_at);
       assert.equal(health.usage.ingested_total, 21);
@@ -212,7 +212,7 @@ describe('usage from the first generation (v6 GET /usage snapshot)', () => {
         for (let i = 0; i < 3; i++) await use(t, key);
         pulled = await sync(t);
         assert.equal(pulled.ingested, 3);
-        assert.equal((await call(t.url, 'GET', '/healthz')).body.cliproxy.generation, 'v6-snapshot');
+        assert.equal((await call(t.url, 'GET', '/healthz', { token: ADMIN })).body.cliproxy.generation, 'v6-snapshot');
       } finally {
         await t.portal.stop();
       }
@@ -259,7 +259,7 @@ describe('usage over RESP LPOP (v6.10.0-v6.10.7: no HTTP queue, no SUBSCRIBE)', 
       assert.equal(stats.totals.requests, 12);
       assert.equal(stats.totals.tokens, 59 + 11 * 5);
       assert.equal(fake.queue.length, 0);
-      assert.equal((await call(t.url, 'GET', '/healthz')).body.cliproxy.generation, 'v6.10-resp');
+      assert.equal((await call(t.url, 'GET', '/healthz', { token: ADMIN })).body.cliproxy.generation, 'v6.10-resp');
     } finally {
       await t.stop();
       await fake.stop();
@@ -281,7 +281,7 @@ describe('usage on v6.10.8-v7.0.6 (HTTP queue, RESP without SUBSCRIBE)', () => {
       const stats = (await call(t.url, 'GET', '/api/user-stats/v6108%40x.cn', { token: ADMIN })).body;
       assert.equal(stats.totals.requests, 7);
       assert.equal(fake.calls.filter((c) => c.path === '/v0/management/usage-queue' && c.status === 400).length, subscribesBefore, 'no more probing');
-      assert.equal((await call(t.url, 'GET', '/healthz')).body.usage.source, 'queue');
+      assert.equal((await call(t.url, 'GET', '/healthz', { token: ADMIN })).body.usage.source, 'queue');
     } finally {
       await t.stop();
       await fake.stop();

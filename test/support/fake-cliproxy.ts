@@ -22,7 +22,9 @@ export interface FakeCliproxyOptions {
    * SUBSCRIBE (v6.10.8-v7.0.6). 'v6.10': the queue over RESP LPOP only (v6.10.0-v6.10.7). 'v6': the
    * first generation's in-memory GET /usage snapshot only.
    */
-  generation?: 'v7' | 'v6.10.8' | 'v6.10' | 'v6';
+  generation?: 'v7' | 'v6.10.8' | 'v6.10' | 'v6' | 'v8';
+  /** v8 only: whether the v0 api-keys and usage-queue routes are still served (CLIPROXY.md §11.2; default true). */
+  v0Served?: boolean;
 }
 
 export interface ManagementCall { method: string; path: string; status: number; at: number }
@@ -40,7 +42,9 @@ export class FakeCliproxy {
   live = new Set<string>();
   reloadDelayMs: number;
   version: string;
-  readonly generation: 'v7' | 'v6.10.8' | 'v6.10' | 'v6';
+  readonly generation: 'v7' | 'v6.10.8' | 'v6.10' | 'v6' | 'v8';
+  /** v8: v0's api-keys and usage-queue routes still answer. */
+  v0Served: boolean;
   /** v6: per-request details kept in memory (and lost by restart()), as the first generation did. */
   private snapshotDetails: { apiKey: string; model: string; detail: Record<string, unknown> }[] = [];
   readonly calls: ManagementCall[] = [];
@@ -51,6 +55,16 @@ export class FakeCliproxy {
   readonly served = new Map<string, number>();
   /** When set, the next management write answers 500 after changing memory (as CLIProxyAPI does on a failed save). */
   failNextSave = false;
+  /** Answers the next GET api-keys with a 200 that is not the documented shape. */
+  garbleNextList: ('html' | 'empty' | 'truncated' | 'null' | 'text')[] = [];
+  /** Called right after a GET api-keys is answered (to put an operator's edit between a read and a write). */
+  afterListRead: (() => void) | null = null;
+  /** When > 0, a write within this many ms of the previous one is undone by that one's reload. */
+  raceWindowMs = 0;
+  /** Writes lost that way. */
+  racedWrites = 0;
+  private lastSaveAt = 0;
+  private savedList: string[] | null = null;
   /** The next N usage-queue pops answer 500 (and pop nothing). */
   failQueuePops = 0;
   /** RESP connections get no answer at all while set (a hung CLIProxyAPI). */
@@ -80,7 +94,8 @@ export class FakeCliproxy {
     this.apiKeys = o.apiKeys === undefined ? ['sk-operator-own-key'] : o.apiKeys;
     this.reloadDelayMs = o.reloadDelayMs ?? 30;
     this.generation = o.generation ?? 'v7';
-    this.version = o.version ?? (this.generation === 'v6' ? 'v6.9.49-fake' : 'v7.2.140-fake');
+    this.v0Served = o.v0Served ?? true;
+    this.version = o.version ?? ({ v6: 'v6.9.49-fake', v8: 'v8.0.3-fake' } as Record<string, string>)[this.generation] ?? 'v7.2.140-fake';
     this.port = o.port ?? 0;
     this.now = o.now ?? Date.now;
     this.applyNow();
@@ -107,7 +122,7 @@ export class FakeCliproxy {
             authenticate: (ip, key) => this.respAuth(ip, key),
             pop: (n) => { this.pruneQueue(); const out = this.queue.splice(0, n).map((e) => e.json); this.noteHandedOut(out); return out; },
             subscribers: this.subscribers,
-            canSubscribe: this.generation === 'v7',
+            canSubscribe: this.generation === 'v7' || this.generation === 'v8',
             silent: () => this.respSilent,
             withConfirmation: () => { const out = this.atNextSubscribe.splice(0); this.noteHandedOut(out); return out; },
           });
@@ -174,6 +189,7 @@ export class FakeCliproxy {
     const body = await readBody(req);
     if (url.pathname === '/healthz') return json(res, 200, { status: 'ok' });
     if (url.pathname.startsWith('/v0/management/')) return this.management(req, res, url, body);
+    if (url.pathname.startsWith('/v8/management/') && this.generation === 'v8') return this.management(req, res, url, body);
     if (url.pathname.startsWith('/v1/') || url.pathname.startsWith('/v1beta/')) return this.proxy(req, res, url, body);
     res.writeHead(404, { 'Content-Type': 'text/plain' }).end('404 page not found');
   }
@@ -204,12 +220,26 @@ export class FakeCliproxy {
     }
     this.failures.delete(ip);
 
-    if (url.pathname === '/v0/management/usage-queue' && req.method === 'GET' && (this.generation === 'v7' || this.generation === 'v6.10.8')) return this.popQueue(url, (st, p) => { record(st); json(res, st, p); });
+    const v0 = this.generation !== 'v8' || this.v0Served;
+    if (url.pathname === '/v0/management/usage-queue' && req.method === 'GET' && ['v7', 'v6.10.8', 'v8'].includes(this.generation) && v0) return this.popQueue(url, (st, p) => { record(st); json(res, st, p); });
+    if (url.pathname.startsWith('/v8/management/')) return this.v8(req, res, url, body, record);
+    if (!v0) { record(404); res.writeHead(404).end('404 page not found'); return; }
     if (url.pathname === '/v0/management/usage' && req.method === 'GET' && this.generation === 'v6') { record(200); return json(res, 200, this.snapshot()); }
     if (url.pathname !== '/v0/management/api-keys') { record(404); res.writeHead(404).end('404 page not found'); return; }
     const done = (status: number, payload: unknown) => { record(status); json(res, status, payload); };
     switch (req.method) {
-      case 'GET': return done(200, { 'api-keys': this.apiKeys });
+      case 'GET': {
+        const garble = this.garbleNextList.shift();
+        if (garble !== undefined) {
+          record(200);
+          const body = { html: '<html><body>502 Bad Gateway</body></html>', empty: '{}', truncated: '{"api-keys":["sk-ops-1","sk-', null: 'null', text: 'ok' }[garble];
+          res.writeHead(200, { 'Content-Type': garble === 'html' ? 'text/html' : 'application/json' }).end(body);
+          return;
+        }
+        done(200, { 'api-keys': this.apiKeys });
+        this.afterListRead?.();
+        return;
+      }
       case 'PUT': {
         let parsed: unknown;
         try { parsed = JSON.parse(body); } catch { return done(400, { error: 'invalid body' }); }
@@ -249,7 +279,32 @@ export class FakeCliproxy {
     }
   }
 
+  /** The v8 routes the portal may use (CLIPROXY.md §11.2-11.3). */
+  private v8(req: IncomingMessage, res: ServerResponse, url: URL, body: string, record: (status: number) => void): void {
+    const done = (status: number, payload: unknown) => { record(status); json(res, status, payload); };
+    if (url.pathname === '/v8/management/config/config-version' && req.method === 'GET') return done(200, 8);
+    if (url.pathname === '/v8/management/observability/usage/queue' && req.method === 'GET') return this.popQueue(url, done);
+    if (url.pathname !== '/v8/management/config/access/api-keys') return done(404, { error: 'not_found' });
+    if (req.method === 'GET') return this.apiKeys === null ? done(404, { error: 'not_found' }) : done(200, this.apiKeys);
+    if (req.method === 'PUT' || req.method === 'PATCH') {
+      let parsed: unknown;
+      try { parsed = JSON.parse(body); } catch { return done(400, { error: 'invalid_json', message: 'body is not JSON' }); }
+      if (!Array.isArray(parsed) || !parsed.every((v) => typeof v === 'string')) return done(422, { error: 'invalid_config', message: 'a list of strings' });
+      return this.save((st, p) => done(st, st === 200 ? { status: 'ok', 'config-version': 8 } : p), parsed as string[]);
+    }
+    return done(404, { error: 'not_found' });
+  }
+
   private save(done: (s: number, p: unknown) => void, list: string[] | null): void {
+    // CLIProxyAPI changes its list without a lock and reloads asynchronously: a write too soon after
+    // the previous one is undone by that one's reload (measured: back-to-back PATCHes lose most keys).
+    const previous = this.savedList;
+    if (this.raceWindowMs > 0 && this.now() - this.lastSaveAt < this.raceWindowMs) {
+      this.racedWrites++;
+      setTimeout(() => { this.apiKeys = previous ? [...previous] : null; this.scheduleReload(); }, Math.max(1, this.reloadDelayMs));
+    }
+    this.lastSaveAt = this.now();
+    this.savedList = list ? [...list] : null;
     this.apiKeys = list;
     if (this.failNextSave) {
       // CLIProxyAPI changes its in-memory list before the save fails; the file and live auth do not change.

@@ -44,6 +44,8 @@ export interface TestPortalOptions {
   clock?: Clock;
   dataDir?: string;
   pushWaitMs?: number;
+  /** Quiet time between management writes (the fake has no reload race: short by default). */
+  settleMs?: number;
   /** Keep the data directory after stop (default: removed). */
   keepDataDir?: boolean;
 }
@@ -63,7 +65,7 @@ export async function startTestPortal(o: TestPortalOptions = {}): Promise<TestPo
   const logs = new LogCapture();
   const log = pino({ level: 'debug' }, logs);
   const portal = await startPortal(config, {
-    log, clock: o.clock, announce: () => undefined, noSchedules: true, pushWaitMs: o.pushWaitMs,
+    log, clock: o.clock, announce: () => undefined, noSchedules: true, pushWaitMs: o.pushWaitMs, settleMs: o.settleMs ?? 20,
   });
   await portal.ready;
   return {

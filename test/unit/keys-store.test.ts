@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -180,18 +181,31 @@ describe('keys store', () => {
     assert.deepEqual(strictInvariantViolations(dir), []);
   });
 
-  it('rolls memory back when a write fails, and the failed change is reported, not answered', async () => {
+  it('rolls memory back when a write fails, and the failed change is reported, not answered', { skip: process.getuid?.() !== 0 && 'needs root for chattr' }, async () => {
     const dir = await tempDir();
     const s = await open(dir);
-    // A directory where the journal should go makes the append fail.
-    mkdirSync(path.join(dir, 'keys.journal'));
     s.mint(3);
-    await assert.rejects(s.commit(), CommitFailed);
-    assert.equal(s.poolStatus().total, 0);
+    await s.commit();
+    const journal = path.join(dir, 'keys.journal');
+    execFileSync('chattr', ['+i', journal]); // readable, not writable (even for root)
+    try {
+      s.mint(2);
+      await assert.rejects(s.commit(), CommitFailed);
+      assert.equal(s.poolStatus().total, 3, 'memory is what is on disk again');
+      assert.match(s.storageError ?? '', /keys\.journal cannot be written/);
+    } finally {
+      execFileSync('chattr', ['-i', journal]);
+    }
     const mark = s.mark();
-    rmSync(path.join(dir, 'keys.journal'), { recursive: true });
-    s.mint(3);
+    s.mint(2);
     await s.commit(mark);
-    assert.equal(s.poolStatus().unused, 3, 'writes work again once the disk does');
+    assert.equal(s.poolStatus().unused, 5, 'writes work again once the disk does');
+    assert.equal(s.storageError, null);
+    await s.close();
+    const again = await open(dir);
+    assert.equal(again.poolStatus().unused, 5);
+    await again.close();
   });
+
+
 });
