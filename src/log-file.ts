@@ -1,4 +1,4 @@
-import { open, rename, type FileHandle } from 'node:fs/promises';
+import { open, rename, statfs, type FileHandle } from 'node:fs/promises';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 
@@ -11,6 +11,11 @@ export interface LogFileOptions {
   bufferBytes?: number;
   /** How long to wait before trying a failed file again (default 5 s). */
   retryMs?: number;
+  /**
+   * Free space the log never takes: below it, lines are dropped so the data files keep room to be
+   * written (default 5% of the file system, at most 64 MiB).
+   */
+  reserveBytes?: number;
   /** Told once per outage (the portal prints it on stderr and shows it in /healthz). */
   onError?: (err: Error) => void;
 }
@@ -37,7 +42,8 @@ export class LogFile {
   error: string | null = null;
 
   constructor(readonly file: string, o: LogFileOptions = {}) {
-    this.o = { maxBytes: o.maxBytes ?? 10 << 20, keep: o.keep ?? 5, bufferBytes: o.bufferBytes ?? 4 << 20, retryMs: o.retryMs ?? 5000, onError: o.onError };
+    this.o = { maxBytes: o.maxBytes ?? 10 << 20, keep: Math.max(1, o.keep ?? 5), bufferBytes: o.bufferBytes ?? 4 << 20, retryMs: o.retryMs ?? 5000,
+      reserveBytes: o.reserveBytes ?? -1, onError: o.onError };
     mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   }
 
@@ -49,8 +55,13 @@ export class LogFile {
     }
     this.queue.push(line);
     this.queued += line.length;
-    this.writing ??= this.drain().finally(() => { this.writing = null; });
+    this.kick();
     return true;
+  }
+
+  private kick(): void {
+    // A line queued while the loop was finishing is picked up by a new loop, never left waiting.
+    this.writing ??= this.drain().finally(() => { this.writing = null; if (this.queue.length) this.kick(); });
   }
 
   private async drain(): Promise<void> {
@@ -67,6 +78,7 @@ export class LogFile {
       this.queued = 0;
       try {
         const buf = Buffer.from(text);
+        await this.checkSpace(buf.length);
         if (this.fh && this.size > 0 && this.size + buf.length > this.o.maxBytes) await this.rotate();
         this.fh ??= await this.openFile();
         for (let off = 0; off < buf.length;) off += (await this.fh.write(buf, off)).bytesWritten;
@@ -80,8 +92,40 @@ export class LogFile {
         if (!this.error) {
           this.error = `the log file ${this.file} cannot be written (${(err as Error).message}); log lines are dropped until it can`;
           this.o.onError?.(err as Error);
+          this.watchRecovery();
         }
       }
+    }
+  }
+
+  /** While failing, look again now and then even if nothing is logged, so the error goes with its cause. */
+  private watchRecovery(): void {
+    const timer = setTimeout(async () => {
+      if (!this.error) return;
+      try {
+        this.spaceCheckedAt = 0;
+        await this.checkSpace(0);
+        this.fh ??= await this.openFile();
+        this.error = null;
+        this.failingUntil = 0;
+      } catch {
+        this.watchRecovery();
+      }
+    }, this.o.retryMs);
+    timer.unref();
+  }
+
+  private spaceCheckedAt = 0;
+
+  /** Refuses to write into the last free space of the disk (checked at most once a second). */
+  private async checkSpace(bytes: number): Promise<void> {
+    if (Date.now() - this.spaceCheckedAt < 1000) return;
+    this.spaceCheckedAt = Date.now();
+    const fsInfo = await statfs(path.dirname(this.file));
+    const reserve = this.o.reserveBytes >= 0 ? this.o.reserveBytes : Math.min(64 << 20, fsInfo.blocks * fsInfo.bsize * 0.05);
+    if (fsInfo.bavail * fsInfo.bsize - bytes < reserve) {
+      this.spaceCheckedAt = 0; // look again next time
+      throw Object.assign(new Error('the disk is nearly full; its last free space is kept for the data'), { code: 'ENOSPC' });
     }
   }
 

@@ -19,7 +19,8 @@ export function requestLog(log: Logger) {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       // The path only: query strings may carry credentials (?key=, ?auth_token=).
       const line = { method: req.method, path: req.path, status: res.statusCode, ms: Math.round(ms * 10) / 10 };
-      if (res.statusCode >= 500) req.log.error(line, 'request failed');
+      // A 503 is a condition the portal reports once (storage, CLIProxyAPI), not a failure per request.
+      if (res.statusCode >= 500 && res.statusCode !== 503) req.log.error(line, 'request failed');
       else if (req.path === '/healthz' || req.path.startsWith('/static/')) req.log.debug(line, 'request');
       else req.log.info(line, 'request');
     });

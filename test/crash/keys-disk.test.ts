@@ -12,7 +12,7 @@ import { killHard, spawnPortal } from '../support/spawn.js';
 import { Tmpfs } from '../support/tmpfs.js';
 
 /**
- * A registration storm on a 2 MiB tmpfs that fills up, then is remounted read-only, then recovers —
+ * A registration storm on a 6 MiB tmpfs that fills up, then is remounted read-only, then recovers —
  * with the log file on the same disk. Every 201 survives a restart, no key is ever held by two
  * people, the files parse, nothing is answered 500, reads and /healthz keep answering, and the
  * portal writes again by itself when the disk does.
@@ -20,9 +20,9 @@ import { Tmpfs } from '../support/tmpfs.js';
 describe('keys on a disk that fills up or turns read-only', { skip: !Tmpfs.available() && 'needs root to mount a tmpfs' }, () => {
   it('answers 503 and changes nothing while it cannot write, loses no answered key, and recovers by itself', async (t) => {
     const rnd = seeded('keys on a full disk');
-    const fs = Tmpfs.mount(2048);
+    const fs = Tmpfs.mount(6144);
     const fake = await FakeCliproxy.start({ apiKeys: ['sk-ops'], reloadDelayMs: 5 });
-    const env = { CLIPROXY_URL: fake.url, CLIPROXY_MANAGEMENT_KEY: MANAGEMENT_KEY, POOL_SIZE: '3000', USAGE_SOURCE: 'queue' };
+    const env = { CLIPROXY_URL: fake.url, CLIPROXY_MANAGEMENT_KEY: MANAGEMENT_KEY, POOL_SIZE: '4000', USAGE_SOURCE: 'queue' };
     let portal = await spawnPortal(fs.dir, env);
     const answered = new Map<string, string>(); // key → email, for every 201
     const statuses = new Map<number, number>();
@@ -40,6 +40,7 @@ describe('keys on a disk that fills up or turns read-only', { skip: !Tmpfs.avail
           if (res.status === 201) answered.set(res.body.key, email);
           else assert.equal(res.status, 503, `a write that cannot be made is a 503, not ${res.status}: ${res.text.slice(0, 200)}`);
           if (res.status === 503) assert.equal(res.body.error.code, 'storage_unavailable');
+          await new Promise((r) => setTimeout(r, 20)); // a storm, not a flood: the pool must last the test
         }
       };
       const probe = async () => { // reads and /healthz keep answering, promptly
@@ -57,14 +58,12 @@ describe('keys on a disk that fills up or turns read-only', { skip: !Tmpfs.avail
 
       await new Promise((r) => setTimeout(r, rnd.between(300, 800)));
       fs.fill();
-      await waitFor(async () => (await healthz()).status === 'degraded', 'the full disk to show in /healthz', 10_000);
-      const full = await healthz();
-      assert.ok(full.reasons.some((r) => r.code === 'keys_storage' || r.code === 'keys_checkpoint'), JSON.stringify(full.reasons));
+      await waitFor(async () => (await healthz()).reasons.some((r) => r.code === 'keys_storage' || r.code === 'keys_checkpoint'), 'the full disk to show in /healthz', 10_000);
       await new Promise((r) => setTimeout(r, 1500));
       const during = statuses.get(503) ?? 0;
       assert.ok(during > 0, 'registrations were refused while the disk was full');
       fs.free();
-      await waitFor(async () => (await healthz()).status === 'ok', 'recovery from the full disk', 15_000);
+      await waitFor(async () => (await healthz()).status === 'ok', 'recovery from the full disk', 15_000).catch(async (err) => { t.diagnostic(JSON.stringify((await healthz()).reasons)); throw err; });
       const before = answered.size;
       await waitFor(() => answered.size > before, 'registrations to work again', 5000);
 
@@ -77,7 +76,7 @@ describe('keys on a disk that fills up or turns read-only', { skip: !Tmpfs.avail
       } finally {
         lock('-i');
       }
-      await waitFor(async () => (await healthz()).status === 'ok', 'recovery from the read-only directory', 15_000);
+      await waitFor(async () => (await healthz()).status === 'ok', 'recovery from the read-only directory', 15_000).catch(async (err) => { t.diagnostic(JSON.stringify((await healthz()).reasons)); throw err; });
       const again = answered.size;
       await waitFor(() => answered.size > again, 'registrations to work again', 5000);
       stop = true;

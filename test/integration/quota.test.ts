@@ -145,6 +145,30 @@ describe('daily limits, enforced through CLIProxyAPI (clock injected, TIMEZONE A
     await waitFor(async () => (await statusOf(id)).status === 'suspended', 'suspended at the third request after the reset');
   });
 
+  it('lets an admin’s suspension outrank a limit’s: it survives a reset and midnight, and only an admin lifts it', async () => {
+    const { key, key_id: id } = (await admin('POST', '/admin/keys', { label: 'over and out', daily_limit: 2 })).body as { key: string; key_id: string };
+    await waitFor(() => live(key), 'live');
+    for (let i = 0; i < 2; i++) assert.equal(await use(t, key), 200);
+    await sync();
+    await waitFor(async () => (await statusOf(id)).suspension?.reason === 'daily_limit', 'suspended for its limit');
+    const byHand = await admin('PATCH', `/admin/keys/${id}`, { status: 'suspended' });
+    assert.equal(byHand.status, 200);
+    assert.deepEqual([byHand.body.status, byHand.body.suspension.reason, byHand.body.suspension.until], ['suspended', 'admin', null]);
+    assert.equal((await admin('POST', '/admin/reset-usage', { key_id: id })).status, 200);
+    assert.deepEqual([(await statusOf(id)).status, (await statusOf(id)).suspension?.reason], ['suspended', 'admin'], 'a reset does not lift it');
+    clock.advance(86_400_000);
+    await t.portal.jobs.runNow('quota-midnight');
+    await t.portal.jobs.runNow('quota-sweep');
+    assert.equal((await statusOf(id)).status, 'suspended', 'midnight does not lift it');
+    assert.ok(!live(key));
+    await admin('PATCH', `/admin/keys/${id}`, { status: 'active' });
+    await waitFor(() => live(key), 'an admin lifts it');
+    const lines = readFileSync(path.join(t.dataDir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.key_id === id);
+    const byAdmin = lines.find((l) => l.action === 'key.suspend' && l.actor === 'admin');
+    assert.equal(byAdmin?.details.replaces, 'daily_limit', 'the audit says the admin’s suspension replaced the limit’s');
+    assert.deepEqual(lines.map((l) => `${l.actor} ${l.action}`), ['admin key.issue', 'system key.suspend', 'admin key.suspend', 'admin key.reset_usage', 'admin key.reinstate']);
+  });
+
   it('suspends on the daily token limit the same way', async () => {
     const { key, key_id: id } = (await admin('POST', '/admin/keys', { daily_token_limit: 100 })).body as { key: string; key_id: string };
     await waitFor(() => live(key), 'live');

@@ -281,3 +281,62 @@ describe('keeping CLIProxyAPI’s key list right', () => {
     }
   });
 });
+
+describe('CLIProxyAPI v8', () => {
+  it('is recognised, and its v0 routes are used while it serves them', async () => {
+    const fake = await FakeCliproxy.start({ generation: 'v8', apiKeys: ['sk-ops-1'] });
+    const t = await startTestPortal({ fake, env: { USAGE_SOURCE: 'queue' } });
+    try {
+      const { body } = await call(t.url, 'POST', '/api/register-key', { body: { email: 'v8@x.cn' } });
+      assert.equal(body.status, 'active');
+      assert.equal(await chat(fake, body.key), 200);
+      assert.ok(!fake.calls.some((c) => c.path === '/v8/management/config/access/api-keys'), 'v0 routes while served');
+      const health = (await call(t.url, 'GET', '/healthz', { token: ADMIN })).body;
+      assert.deepEqual([health.cliproxy.key_api, t.portal.cliproxy.status().v8], ['v0', true]);
+    } finally {
+      await t.stop();
+      await fake.stop();
+    }
+  });
+
+  it('falls back to its config routes once v0 is gone: keys and usage keep working, foreign keys stay', async () => {
+    const fake = await FakeCliproxy.start({ generation: 'v8', v0Served: false, apiKeys: ['sk-ops-1', 'sk-ops-2'] });
+    const t = await startTestPortal({ fake, env: { USAGE_SOURCE: 'queue' } });
+    try {
+      assert.equal(t.portal.cliproxy.keyApi, 'v8');
+      const { body: a } = await call(t.url, 'POST', '/api/register-key', { body: { email: 'a@v8.cn' } });
+      const { body: b } = await call(t.url, 'POST', '/api/register-key', { body: { email: 'b@v8.cn' } });
+      assert.equal(a.status, 'active');
+      assert.equal(await chat(fake, a.key), 200);
+      await call(t.url, 'POST', '/api/revoke-key', { body: { key: b.key } });
+      assert.equal(await chat(fake, b.key), 401);
+      assert.deepEqual(fake.apiKeys?.slice(0, 2), ['sk-ops-1', 'sk-ops-2']);
+      assert.ok(fake.apiKeys?.includes(t.portal.sentinel));
+      // Usage from v8's queue route.
+      for (let i = 0; i < 3; i++) await chat(fake, a.key);
+      const pulled = (await call(t.url, 'POST', '/api/sync-usage', { token: ADMIN })).body;
+      assert.equal(pulled.source, 'queue');
+      assert.equal((await call(t.url, 'GET', '/api/user-stats/a%40v8.cn', { token: ADMIN })).body.totals.requests, 4);
+      assert.ok(fake.calls.some((c) => c.path === '/v8/management/observability/usage/queue'));
+    } finally {
+      await t.stop();
+      await fake.stop();
+    }
+  });
+});
+
+describe('answers that say what CLIProxyAPI really does', () => {
+  it('says active only once CLIProxyAPI accepts the key, and revoked once it refuses it (a slow reload)', async () => {
+    const t = await startTestPortal({ fakeOptions: { reloadDelayMs: 250 } });
+    try {
+      const res = await call(t.url, 'POST', '/api/register-key', { body: { email: 'slow@x.cn' } });
+      assert.equal(res.body.status, 'active');
+      assert.equal(await chat(t.fake, res.body.key), 200, 'usable the moment the answer says active');
+      const revoked = await call(t.url, 'POST', '/api/revoke-key', { body: { key: res.body.key } });
+      assert.equal(revoked.status, 200);
+      assert.equal(await chat(t.fake, res.body.key), 401, 'refused the moment the answer says revoked');
+    } finally {
+      await t.stop();
+    }
+  });
+});
