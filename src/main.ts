@@ -103,12 +103,13 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     cleanups.push(() => jobs.stop());
     const ingestor = new Ingestor({ dataDir: config.DATA_DIR, store: usageStore, keys: store, zone, log, clock });
     await ingestor.recoverHeld();
-    cleanups.push(() => ingestor.close());
     const usage = new UsageService({
       config, cliproxy, ingestor, store: usageStore, log, clock,
       // CLIProxyAPI reloaded its config: someone may have edited the key list.
       onRefresh: () => jobs.runSoon('reconcile', 250),
     });
+    cleanups.push(() => usage.finished()); // (last of the three) a pop under way ends, into a file, before the lock goes
+    cleanups.push(() => ingestor.close());
     cleanups.push(() => usage.stop());
     jobs.add({ name: 'usage', schedule: config.USAGE_CRON, run: () => usage.pull() });
     jobs.add({

@@ -183,6 +183,11 @@ export class UsageSubscription {
     await this.leaving; // also an UNSUBSCRIBE a pause began: stop() returns once its records are in
   }
 
+  /** Resolves once a connect (and the drain after it) that was under way has ended. */
+  async finished(): Promise<void> {
+    await this.running?.catch(() => undefined);
+  }
+
   /** Tries again now if waiting out a back-off (CLIProxyAPI was found reachable again). */
   retryNow(): void {
     if (this.state !== 'waiting') return;

@@ -196,6 +196,20 @@ export class UsageService {
     };
   }
 
+  /**
+   * Waits (bounded) for a pull or drain that was under way at stop() to finish: after the ingestor
+   * has closed, whatever such a pop still brings is kept in a file, and this must happen before the
+   * data directory's lock is released.
+   */
+  async finished(timeoutMs = 10_000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all([this.pulling, this.subscription?.finished()]),
+      new Promise((r) => { timer = setTimeout(r, timeoutMs); }),
+    ]);
+    clearTimeout(timer);
+  }
+
   /** Ends the source (a subscription handshake in progress included); records on their way are still taken. */
   async stop(): Promise<void> {
     this.stopped = true;
