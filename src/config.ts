@@ -76,7 +76,7 @@ const schema = z.object({
     { message: 'must be one of auto, subscribe, queue, snapshot' }).default('auto'),
   USAGE_CRON: cronExpr.default('*/5 * * * * *'),
   RECONCILE_CRON: cronExpr.default('*/30 * * * * *'),
-  CLIPROXY_WRITE_GAP_MS: int(0, 10_000).default(50),
+  CLIPROXY_WRITE_GAP_MS: int(0, 10_000).default(250),
   STATS_TTL_MS: int(0, 3_600_000).default(5000),
   TIMEZONE: timeZone.default(Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC'),
   HOURLY_RETENTION_DAYS: int(1, 366).default(14),

@@ -7,6 +7,7 @@ import { systemClock, type Clock } from './clock.js';
 import { describeConfig, type Config } from './config.js';
 import { newSecret, SENTINEL_PREFIX } from './keys/format.js';
 import { Reconciler } from './keys/reconciler.js';
+import { ReloadSignal } from './cliproxy/reloads.js';
 import { KeyService } from './keys/service.js';
 import { JobRegistry } from './jobs/registry.js';
 import { createLogger, type Logger } from './log.js';
@@ -78,9 +79,10 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
       baseUrl: config.CLIPROXY_URL, managementKey: config.CLIPROXY_MANAGEMENT_KEY, log: log.child({ module: 'cliproxy' }), clock,
     });
     const jobs = new JobRegistry(log, config.TIMEZONE);
+    const reloads = new ReloadSignal();
     const reconciler = new Reconciler({
       store, client: cliproxy, sentinel, log, clock, preloadPool: () => config.PRELOAD_POOL || store.preload,
-      followUp: (ms) => jobs.runSoon('reconcile', ms), settleMs: opts.settleMs ?? config.CLIPROXY_WRITE_GAP_MS,
+      followUp: (ms) => jobs.runSoon('reconcile', ms), settleMs: opts.settleMs ?? config.CLIPROXY_WRITE_GAP_MS, reloads,
     });
     const keys = new KeyService({ config, store, reconciler, audit, log, clock, pushWaitMs: opts.pushWaitMs });
 
@@ -106,7 +108,7 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     const usage = new UsageService({
       config, cliproxy, ingestor, store: usageStore, log, clock,
       // CLIProxyAPI reloaded its config: someone may have edited the key list.
-      onRefresh: () => jobs.runSoon('reconcile', 250),
+      onRefresh: () => jobs.runSoon('reconcile', 250), reloads,
     });
     cleanups.push(() => usage.finished()); // (last of the three) a pop under way ends, into a file, before the lock goes
     cleanups.push(() => ingestor.close());

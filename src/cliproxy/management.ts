@@ -170,9 +170,12 @@ export class ManagementClient {
     return this.keyRoutes === 'v8' ? '/v8/management/observability/usage/queue' : '/v0/management/usage-queue';
   }
 
-  /** Pops up to `count` usage records (destructive). */
+  /**
+   * Pops up to `count` usage records. Destructive, so never retried, and given a long time to answer:
+   * a pop that timed out or was retried after a lost answer would have handed records to nobody.
+   */
   async popUsage(count: number): Promise<unknown[]> {
-    return (await this.request<unknown[]>('GET', this.queuePath, { params: { count }, expect: shapes.queue })).data;
+    return (await this.request<unknown[]>('GET', this.queuePath, { params: { count }, expect: shapes.queue, once: true, timeoutMs: 30_000 })).data;
   }
 
   /**
@@ -196,15 +199,15 @@ export class ManagementClient {
    * A 2xx answer must parse and, when `expect` is given, have that shape: else ManagementBadAnswer.
    */
   async request<T = unknown>(method: Method, path: string,
-    o: { data?: unknown; params?: Record<string, string | number>; accept?: number[]; expect?: Shape } = {}): Promise<RawResponse<T>> {
+    o: { data?: unknown; params?: Record<string, string | number>; accept?: number[]; expect?: Shape; once?: boolean; timeoutMs?: number } = {}): Promise<RawResponse<T>> {
     this.checkGate();
     let lastError: CliproxyError = new CliproxyUnreachable('no attempt made');
-    for (let attempt = 1; attempt <= this.attempts; attempt++) {
+    for (let attempt = 1; attempt <= (o.once ? 1 : this.attempts); attempt++) {
       if (attempt > 1) await sleep(this.retryDelayMs * 3 ** (attempt - 2) * (0.75 + Math.random() / 2));
       let res;
       try {
         this.callsSent++;
-        res = await this.http.request({ method, url: path, data: o.data, params: o.params });
+        res = await this.http.request({ method, url: path, data: o.data, params: o.params, ...(o.timeoutMs ? { timeout: o.timeoutMs } : {}) });
       } catch (err) {
         lastError = new CliproxyUnreachable(`CLIProxyAPI at ${this.opts.baseUrl} is unreachable (${describeNetError(err)})`);
         this.noteFailure(lastError, false);

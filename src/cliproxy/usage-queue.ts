@@ -59,7 +59,7 @@ export async function drainQueueResp(client: ManagementClient, baseUrl: string, 
     for (let i = 0; i < (o.maxBatches ?? 1000) && !o.signal?.aborted; i++) {
       let reply;
       try {
-        reply = await conn.command(['LPOP', 'usage', String(batch)]);
+        reply = await conn.command(['LPOP', 'usage', String(batch)], 30_000); // destructive: a late answer must not be given up
       } catch (err) {
         if (err instanceof RespError) throw new CliproxyError(`CLIProxyAPI refused LPOP: ${err.message}`);
         throw new CliproxyUnreachable(`LPOP over RESP failed (${(err as Error).message})`);

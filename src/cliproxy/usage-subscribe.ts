@@ -3,6 +3,7 @@ import type { ManagementClient } from './management.js';
 import type { RespConnection } from './resp.js';
 import { openAuthenticatedResp, RespUnavailable } from './resp-auth.js';
 import type { Logger } from '../log.js';
+import type { ReloadSignal } from './reloads.js';
 
 /** The server cannot push usage (RESP absent, AUTH disabled in v7.1.17, or no SUBSCRIBE before v7.0.7). */
 export class SubscribeUnsupported extends CliproxyError {
@@ -18,6 +19,8 @@ export interface SubscriptionDeps {
   drain: (signal: AbortSignal) => Promise<number>;
   /** A CLIProxyAPI config or client reload happened (`{"refresh":true}`). */
   onRefresh?: () => void;
+  /** Told whether reload messages are arriving (a live subscription on v7.1.39+) and when each one does. */
+  reloads?: ReloadSignal;
   onUnsupported: (reason: string) => void;
   log: Logger;
   /** Timeout of the connect, AUTH, SUBSCRIBE and each keep-alive PING (default 5000 ms). */
@@ -132,14 +135,15 @@ export class UsageSubscription {
     try { record = JSON.parse(payload); } catch { return; } // not JSON: not a record
     const r = record as { refresh?: unknown; support_refresh?: unknown; timestamp?: unknown } | null;
     if (r && typeof r === 'object' && r.timestamp === undefined) {
-      if (r.support_refresh === true) this.canPing = true;
-      if (r.refresh === true) this.d.onRefresh?.();
+      if (r.support_refresh === true) { this.canPing = true; if (this.d.reloads) this.d.reloads.available = true; }
+      if (r.refresh === true) { this.d.reloads?.seen(); this.d.onRefresh?.(); }
       return;
     }
     this.d.deliver([record]);
   }
 
   private onClose(conn: RespConnection): void {
+    if (this.reloads) this.reloads.available = false;
     if (this.conn !== conn) return;
     this.conn = null;
     this.clearTimers();
@@ -172,7 +176,10 @@ export class UsageSubscription {
     this.timer = this.pinger = null;
   }
 
+  private get reloads(): ReloadSignal | undefined { return this.d.reloads; }
+
   private async end(state: 'paused' | 'stopped'): Promise<void> {
+    if (this.reloads) this.reloads.available = false;
     this.state = state;
     this.clearTimers();
     this.attempt?.abort();

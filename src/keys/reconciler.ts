@@ -3,6 +3,7 @@ import { errorCode, type ManagementClient } from '../cliproxy/management.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { KeysStore } from '../store/keys-store.js';
+import type { ReloadSignal } from '../cliproxy/reloads.js';
 import { keyIdOf } from './format.js';
 
 export interface ReconcileReport {
@@ -36,12 +37,14 @@ export interface ReconcilerDeps {
   /** How soon to try again while CLIProxyAPI is unreachable (default 5000 ms). */
   retryDownMs?: number;
   /**
-   * Quiet time after each write before the next one (CLIPROXY_WRITE_GAP_MS, default 50 ms).
-   * CLIProxyAPI changes its list without a lock and reloads it asynchronously after each save:
-   * measured against v7.2.140, 50 PATCHes sent back to back kept as few as 1 of them; with 5 ms or
-   * more between them, all 50, every time.
+   * Quiet time after each write before the next one when no reload signal is available
+   * (CLIPROXY_WRITE_GAP_MS, default 250 ms). CLIProxyAPI changes its list without a lock and reloads
+   * it asynchronously after each save: measured against v7.2.140, 50 PATCHes sent back to back lost
+   * 16-21 of them (and once the whole config.yaml); v6.9.49 reloads ~150 ms after a save.
    */
   settleMs?: number;
+  /** CLIProxyAPI's reload messages (subscribe mode): the next write waits for the last one's reload. */
+  reloads?: ReloadSignal;
   /** How long a targeted change waits for CLIProxyAPI to accept (or refuse) the key (default 3000 ms). */
   probeTimeoutMs?: number;
 }
@@ -81,25 +84,37 @@ export class Reconciler {
 
   /** Roughly how long a write asked for now would wait for its turn, in ms. */
   backlogMs(): number {
-    return this.queued * ((this.deps.settleMs ?? 50) + 10);
+    return this.queued * (this.deps.reloads?.available ? 25 : this.gapMs() + 10);
   }
 
-  /** Runs one management write after the previous one and its quiet gap. */
+  /**
+   * Runs one management write after the previous one has settled: its reload seen (the refresh
+   * message, when the subscription brings them) or, without that signal, a quiet gap.
+   */
   private write(fn: () => Promise<void>): Promise<void> {
     this.queued++;
     const run = this.writes.then(async () => {
       this.queued--;
       const wait = this.quietUntil - Date.now();
       if (wait > 0) await sleep(wait);
+      const before = this.deps.reloads?.count ?? 0;
       try {
         await fn();
       } finally {
-        this.quietUntil = Date.now() + (this.deps.settleMs ?? 50);
+        const reloads = this.deps.reloads;
+        if (reloads?.available) {
+          await reloads.wait(before, 1500); // a write that changed nothing has no reload: bounded
+          this.quietUntil = 0;
+        } else {
+          this.quietUntil = Date.now() + this.gapMs();
+        }
       }
     });
     this.writes = run.catch(() => undefined);
     return run;
   }
+
+  private gapMs(): number { return this.deps.settleMs ?? 250; }
 
   /** Waits until CLIProxyAPI answers a key the way it should (bounded); true if it did. */
   private async until(key: string, want: 'accepted' | 'refused'): Promise<boolean> {

@@ -8,6 +8,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { UsageStore } from '../store/usage-store.js';
 import type { Ingestor } from './ingest.js';
+import type { ReloadSignal } from '../cliproxy/reloads.js';
 
 export type UsageMode = 'subscribe' | 'queue' | 'snapshot' | 'lpop';
 
@@ -57,6 +58,7 @@ export class UsageService {
     config: Config; cliproxy: ManagementClient; ingestor: Ingestor; store: UsageStore; log: Logger; clock: Clock;
     /** CLIProxyAPI reloaded its config (the subscription's refresh message). */
     onRefresh?: () => void;
+    reloads?: ReloadSignal;
   }) {
     // CLIProxyAPI answers again: what failed for want of it is no longer an error, and what waited
     // in its queue meanwhile is taken at once rather than at the next tick or back-off.
@@ -94,7 +96,7 @@ export class UsageService {
         client: cliproxy, baseUrl: config.CLIPROXY_URL, log,
         deliver: (records) => this.d.ingestor.push(records),
         drain: (signal) => this.drain(signal),
-        onRefresh: this.d.onRefresh,
+        onRefresh: this.d.onRefresh, reloads: this.d.reloads,
         onUnsupported: (reason) => {
           log.warn({ module: 'usage' }, `${reason}; polling its usage queue instead`);
           this.cannotSubscribe = true;

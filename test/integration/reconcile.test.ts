@@ -152,16 +152,30 @@ describe('keeping CLIProxyAPI’s key list right', () => {
     }
   });
 
-  it('keeps every key when CLIProxyAPI loses writes that come too close together: one write at a time, with a quiet gap', async () => {
-    const t = await startTestPortal({ settleMs: 60, fakeOptions: { reloadDelayMs: 10 } });
+  for (const mode of ['subscribe', 'queue'] as const) {
+    it(`keeps every key when CLIProxyAPI loses a write made during the previous one's reload (${mode}: ${mode === 'subscribe' ? 'the reload message' : 'a quiet gap'} between writes)`, async () => {
+      const t = await startTestPortal({ settleMs: 60, env: { USAGE_SOURCE: mode }, fakeOptions: { reloadDelayMs: 25 } });
+      try {
+        if (mode === 'subscribe') await waitFor(() => t.portal.usage.status().subscribed, 'the subscription');
+        t.fake.racyReloads = true;
+        const regs = await Promise.all(Array.from({ length: 12 }, (_, i) => call(t.url, 'POST', '/api/register-key', { body: { email: `race${i}@x.cn` } })));
+        assert.ok(regs.every((r) => r.status === 201));
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(t.fake.racedWrites, 0, 'no write came while another one’s reload was under way');
+        for (const r of regs) assert.ok(t.fake.live.has(r.body.key), `key ${r.body.key_id} is live`);
+        assert.equal(t.fake.calls.filter((c) => c.method === 'PUT').length, 0);
+      } finally {
+        await t.stop();
+      }
+    });
+  }
+
+  it('would lose keys without the wait (the fake’s race is real)', async () => {
+    const t = await startTestPortal({ settleMs: 0, env: { USAGE_SOURCE: 'queue' }, fakeOptions: { reloadDelayMs: 25 } });
     try {
-      t.fake.raceWindowMs = 40;
-      const regs = await Promise.all(Array.from({ length: 12 }, (_, i) => call(t.url, 'POST', '/api/register-key', { body: { email: `race${i}@x.cn` } })));
-      assert.ok(regs.every((r) => r.status === 201));
-      await new Promise((r) => setTimeout(r, 300));
-      assert.equal(t.fake.racedWrites, 0, 'no write came within the race window of another');
-      for (const r of regs) assert.ok(t.fake.live.has(r.body.key), `key ${r.body.key_id} is live`);
-      assert.equal(t.fake.calls.filter((c) => c.method === 'PUT').length, 0);
+      t.fake.racyReloads = true;
+      await Promise.all(Array.from({ length: 12 }, (_, i) => call(t.url, 'POST', '/api/register-key', { body: { email: `nowait${i}@x.cn` } })));
+      assert.ok(t.fake.racedWrites > 0, `${t.fake.racedWrites} writes lost`);
     } finally {
       await t.stop();
     }

@@ -59,12 +59,11 @@ export class FakeCliproxy {
   garbleNextList: ('html' | 'empty' | 'truncated' | 'null' | 'text')[] = [];
   /** Called right after a GET api-keys is answered (to put an operator's edit between a read and a write). */
   afterListRead: (() => void) | null = null;
-  /** When > 0, a write within this many ms of the previous one is undone by that one's reload. */
-  raceWindowMs = 0;
+  /** When set, a write that arrives while the previous save's reload is under way is undone by it. */
+  racyReloads = false;
   /** Writes lost that way. */
   racedWrites = 0;
-  private lastSaveAt = 0;
-  private savedList: string[] | null = null;
+  private pendingReload: string[] | null | undefined = undefined;
   /** The next N usage-queue pops answer 500 (and pop nothing). */
   failQueuePops = 0;
   /** RESP connections get no answer at all while set (a hung CLIProxyAPI). */
@@ -296,15 +295,18 @@ export class FakeCliproxy {
   }
 
   private save(done: (s: number, p: unknown) => void, list: string[] | null): void {
-    // CLIProxyAPI changes its list without a lock and reloads asynchronously: a write too soon after
-    // the previous one is undone by that one's reload (measured: back-to-back PATCHes lose most keys).
-    const previous = this.savedList;
-    if (this.raceWindowMs > 0 && this.now() - this.lastSaveAt < this.raceWindowMs) {
+    // CLIProxyAPI changes its list without a lock and reloads asynchronously after each save: a write
+    // that arrives while the previous save's reload is still under way is undone by that reload
+    // (measured against v7.2.140: back-to-back PATCHes lose a third of them).
+    if (this.racyReloads && this.reloadTimer) {
       this.racedWrites++;
-      setTimeout(() => { this.apiKeys = previous ? [...previous] : null; this.scheduleReload(); }, Math.max(1, this.reloadDelayMs));
+      const undoTo = this.pendingReload;
+      this.apiKeys = list;
+      this.pendingReload = undoTo;
+      if (this.failNextSave) { this.failNextSave = false; return done(500, { error: 'failed to save config: disk full' }); }
+      return done(200, { status: 'ok' }); // the reload already under way will install the older list
     }
-    this.lastSaveAt = this.now();
-    this.savedList = list ? [...list] : null;
+    this.pendingReload = list ? [...list] : null;
     this.apiKeys = list;
     if (this.failNextSave) {
       // CLIProxyAPI changes its in-memory list before the save fails; the file and live auth do not change.
@@ -317,7 +319,11 @@ export class FakeCliproxy {
 
   private scheduleReload(): void {
     if (this.reloadTimer) clearTimeout(this.reloadTimer);
-    this.reloadTimer = setTimeout(() => this.applyNow(), this.reloadDelayMs);
+    this.reloadTimer = setTimeout(() => {
+      this.reloadTimer = null;
+      if (this.racyReloads && this.pendingReload !== undefined) this.apiKeys = this.pendingReload;
+      this.applyNow();
+    }, this.reloadDelayMs);
   }
 
   private applyNow(): void {
