@@ -2,32 +2,32 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import express, { type Express } from 'express';
 import helmet from 'helmet';
-import { adminApiRouter } from './web/admin-api.js';
-import { adminKeysRouter } from './web/admin-keys.js';
-import { adminPagesRouter } from './web/admin-pages.js';
-import { apiRouter } from './web/api.js';
-import type { AppDeps, WebDeps } from './web/deps.js';
-import { errorHandler, notFoundHandler } from './web/error-handler.js';
-import { healthRouter } from './web/health.js';
-import { pagesRouter } from './web/pages.js';
-import { perIpLimit } from './web/rate-limit.js';
-import { requestLog } from './web/request-log.js';
-import { Sessions } from './web/session.js';
+import { adminRouter } from './web/admin/router.js';
+import { healthRouter } from './web/health/router.js';
+import { homeRouter } from './web/home/router.js';
+import { Auth } from './web/http/auth.js';
+import type { AppDeps, WebDeps } from './web/http/deps.js';
+import { errorHandler, notFoundHandler } from './web/http/errors.js';
+import { registrationLimits } from './web/http/limits.js';
+import { requestLog } from './web/http/request-log.js';
+import { Sessions } from './web/http/session.js';
+import { myKeysRouter } from './web/my-keys/router.js';
+import { registrationRouter } from './web/registration/router.js';
+import { statsRouter } from './web/stats/router.js';
 
 export type { AppDeps };
 
 /** The package root (dist/src/app.js → ../..), where views/ lives. */
 export const ROOT_DIR = fileURLToPath(new URL('../..', import.meta.url));
 
-/** Builds the Express app. It never listens: main.ts does, and tests may too. */
+/** Builds the Express app: shared middleware, then one router per feature. It never listens: main.ts does, and tests may too. */
 export function createApp(appDeps: AppDeps): Express {
+  const sessions = new Sessions(appDeps.sessionStore, appDeps.sessionSecret);
   const deps: WebDeps = {
     ...appDeps,
-    sessions: new Sessions(appDeps.sessionSecret, () => appDeps.clock.now()),
-    limits: {
-      register: perIpLimit(appDeps.config.REGISTER_RATE_LIMIT, 'registrations'),
-      signIn: perIpLimit(appDeps.config.LOGIN_RATE_LIMIT, 'sign-in attempts'),
-    },
+    sessions,
+    auth: new Auth({ keys: appDeps.keys, adminToken: appDeps.adminToken, metricsToken: appDeps.config.METRICS_TOKEN, sessions, guard: appDeps.guard }),
+    registerLimits: registrationLimits({ perAddress: appDeps.config.REGISTER_RATE_LIMIT, perEmail: appDeps.config.REGISTER_EMAIL_RATE_LIMIT }),
   };
   const app = express();
   app.disable('x-powered-by');
@@ -57,11 +57,11 @@ export function createApp(appDeps: AppDeps): Express {
   app.use(express.urlencoded({ limit: '16kb', extended: false }));
 
   app.use(healthRouter(deps));
-  app.use(apiRouter(deps));
-  app.use(adminApiRouter(deps));
-  app.use(adminKeysRouter(deps));
-  app.use(pagesRouter(deps));
-  app.use(adminPagesRouter(deps));
+  app.use(homeRouter(deps));
+  app.use(registrationRouter(deps));
+  app.use(myKeysRouter(deps));
+  app.use(statsRouter(deps));
+  app.use(adminRouter(deps));
 
   app.use(notFoundHandler);
   app.use(errorHandler(deps));

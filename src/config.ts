@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { domainToASCII } from 'node:url';
 import { parseEnv } from 'node:util';
 import cron from 'node-cron';
 import { z } from 'zod';
@@ -48,14 +49,38 @@ const rateLimit = z.string().trim().transform((s, ctx): RateLimitSetting => {
   return { limit: Number(m[1]), windowMs };
 });
 
-const trustProxy = z.string().trim().transform((s): boolean | number | string => {
-  if (/^(true|false)$/i.test(s)) return s.toLowerCase() === 'true';
+/**
+ * Express's `trust proxy`, limited to what cannot be spoofed: `false`, a hop count, or the addresses
+ * of the proxies. `true` would take the client's address from the leftmost X-Forwarded-For entry,
+ * which any client writes itself — limits and the audit log would see what it chose.
+ */
+const trustProxy = z.string().trim().transform((s, ctx): false | number | string => {
+  if (/^false$/i.test(s) || s === '0') return false;
+  if (/^true$/i.test(s)) {
+    ctx.addIssue({ code: 'custom', message: 'must not be true: any client could then pick its address in X-Forwarded-For. Give the number of proxies in front of the portal (1 for one nginx) or their addresses (127.0.0.1, 10.0.0.0/8, loopback)' });
+    return z.NEVER;
+  }
   if (/^\d+$/.test(s)) return Number(s);
-  return s; // a list of addresses/subnets or names such as "loopback", as Express understands them
+  if (!/^[\w.:/\s,-]+$/.test(s)) {
+    ctx.addIssue({ code: 'custom', message: 'must be false, a hop count, or addresses and subnets separated by commas' });
+    return z.NEVER;
+  }
+  return s; // addresses/subnets, or names Express knows (loopback, linklocal, uniquelocal)
 });
 
-const emailDomains = z.string().transform((s) =>
-  s.split(',').map((d) => d.trim().toLowerCase().replace(/^@/, '')).filter(Boolean));
+/** Domains as registration compares them: lower case, punycode (bücher.example → xn--bcher-kva.example), no trailing dot. */
+const emailDomains = z.string().transform((s, ctx) => {
+  const out: string[] = [];
+  for (const raw of s.split(',').map((d) => d.trim().normalize('NFKC').toLowerCase().replace(/^@/, '').replace(/\.$/, '')).filter(Boolean)) {
+    const ascii = domainToASCII(raw);
+    if (!ascii || !ascii.includes('.')) {
+      ctx.addIssue({ code: 'custom', message: `has "${raw}", which is not a domain such as corp.example` });
+      return z.NEVER;
+    }
+    out.push(ascii);
+  }
+  return out;
+});
 
 const keyPrefix = z.string().trim().regex(/^[A-Za-z0-9_-]{1,32}$/, 'must be 1-32 letters, digits, _ or -');
 
@@ -85,10 +110,12 @@ const schema = z.object({
   DEFAULT_DAILY_TOKEN_LIMIT: int(0).default(0),
   MAX_KEYS_PER_USER: int(0, 10_000).default(0),
   ALLOWED_EMAIL_DOMAINS: emailDomains.default([]),
+  REGISTRATION: z.enum(['open', 'domains', 'approval'], { message: 'must be one of open, domains, approval' }).optional(),
   TRUST_PROXY: trustProxy.default(false),
-  REGISTER_RATE_LIMIT: rateLimit.default({ limit: 30, windowMs: UNITS.h! }),
-  LOGIN_RATE_LIMIT: rateLimit.default({ limit: 20, windowMs: 15 * UNITS.m! }),
-  GATEWAY_PORT: int(0, 65535).optional(),
+  REGISTER_RATE_LIMIT: rateLimit.default({ limit: 100, windowMs: 10 * UNITS.m! }),
+  REGISTER_EMAIL_RATE_LIMIT: rateLimit.default({ limit: 5, windowMs: UNITS.h! }),
+  AUTH_FAILURE_LIMIT: rateLimit.default({ limit: 20, windowMs: 15 * UNITS.m! }),
+  LOGIN_RATE_LIMIT: rateLimit.optional(),
   LOG_FILE: z.string().trim().default('portal.log'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
     { message: 'must be one of fatal, error, warn, info, debug, trace, silent' }).default('info'),
@@ -99,10 +126,12 @@ type Raw = z.output<typeof schema>;
 export type ConfigVar = keyof Raw;
 export const CONFIG_VARS = Object.keys(schema.shape) as ConfigVar[];
 
-export interface Config extends Omit<Raw, 'CLIPROXY_PUBLIC_URL' | 'DATA_DIR' | 'LOG_FILE'> {
+export interface Config extends Omit<Raw, 'CLIPROXY_PUBLIC_URL' | 'DATA_DIR' | 'LOG_FILE' | 'REGISTRATION' | 'LOGIN_RATE_LIMIT'> {
   DATA_DIR: string;          // absolute
   LOG_FILE: string;          // absolute, or '' for no file
   CLIPROXY_PUBLIC_URL: string;
+  /** Who may get a key by themselves; `domains` when only ALLOWED_EMAIL_DOMAINS is set. */
+  REGISTRATION: 'open' | 'domains' | 'approval';
 }
 
 export interface ConfigSources {
@@ -133,10 +162,17 @@ export function loadConfig(sources: ConfigSources = {}): Config {
     const shown = name in merged && !/KEY|TOKEN|SECRET/.test(name) ? ` (got "${merged[name]}")` : '';
     throw new ConfigError(`Invalid configuration: ${name} ${issue.message}${shown}`);
   }
-  const raw = parsed.data;
+  const { LOGIN_RATE_LIMIT, ...raw } = parsed.data;
+  const registration = raw.REGISTRATION ?? (raw.ALLOWED_EMAIL_DOMAINS.length ? 'domains' : 'open');
+  if (registration === 'domains' && !raw.ALLOWED_EMAIL_DOMAINS.length) {
+    throw new ConfigError('Invalid configuration: REGISTRATION=domains needs ALLOWED_EMAIL_DOMAINS (e.g. corp.example)');
+  }
   const dataDir = path.resolve(cwd, raw.DATA_DIR);
   return {
     ...raw,
+    REGISTRATION: registration,
+    // LOGIN_RATE_LIMIT, from 0.1.0, limited sign-in attempts; failed credentials of every kind now share AUTH_FAILURE_LIMIT.
+    AUTH_FAILURE_LIMIT: merged.AUTH_FAILURE_LIMIT === undefined && LOGIN_RATE_LIMIT ? LOGIN_RATE_LIMIT : raw.AUTH_FAILURE_LIMIT,
     DATA_DIR: dataDir,
     // A relative log file lives with the data, so a default start never writes into the checkout.
     LOG_FILE: raw.LOG_FILE === '' || raw.LOG_FILE === '-' ? '' : path.resolve(dataDir, raw.LOG_FILE),

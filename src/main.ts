@@ -17,7 +17,16 @@ import { AuditLog } from './store/audit.js';
 import { KeysStore } from './store/keys-store.js';
 import { DataDirLock } from './store/lock.js';
 import { fileSecret } from './store/secrets.js';
-import type { AppDeps } from './web/deps.js';
+import type { AppDeps } from './web/http/deps.js';
+import { Audit } from './audit.js';
+import { Events } from './events.js';
+import { FailureGuard } from './failure-guard.js';
+import { HealthService } from './health.js';
+import { RegistrationService } from './keys/registration.js';
+import { RequestsStore } from './store/requests-store.js';
+import { SessionStore } from './store/sessions-store.js';
+import type { ManagementClient as Client } from './cliproxy/management.js';
+import type { UsageStore as Usage } from './store/usage-store.js';
 import { StatsService } from './usage/stats.js';
 import { Ingestor } from './usage/ingest.js';
 import { QuotaService } from './keys/quota.js';
@@ -26,7 +35,15 @@ import { importLegacyUsage } from './store/usage-legacy.js';
 import { UsageStore } from './store/usage-store.js';
 import { Zone } from './time/zone.js';
 
+/** The running portal: what the web layer gets, and the parts below it (for the CLI and tests). */
 export interface Portal extends AppDeps {
+  store: KeysStore;
+  reconciler: Reconciler;
+  cliproxy: Client;
+  usageStore: Usage;
+  requests: RequestsStore;
+  events: Events;
+  logFile: LogFile | null;
   server: Server;
   port: number;
   url: string;
@@ -69,8 +86,12 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     await removeStaleTempFiles(config.DATA_DIR);
     const store = await KeysStore.open(config.DATA_DIR, config.KEY_PREFIX, log.child({ module: 'store' }));
     cleanups.push(() => store.close());
-    const audit = new AuditLog(config.DATA_DIR, clock);
-    cleanups.push(() => audit.close());
+    const auditLog = new AuditLog(config.DATA_DIR, clock);
+    cleanups.push(() => auditLog.close());
+    const audit = new Audit(auditLog, log);
+    const events = new Events();
+    const requests = await RequestsStore.open(config.DATA_DIR);
+    const sessionStore = await SessionStore.open(config.DATA_DIR, () => clock.now());
     const sentinel = (await fileSecret(config.DATA_DIR, '.sentinel', () => SENTINEL_PREFIX + newSecret())).value;
     const adminToken = config.ADMIN_TOKEN ?? await generatedAdminToken(config.DATA_DIR, announce);
     const sessionSecret = config.SESSION_SECRET ?? (await fileSecret(config.DATA_DIR, '.session-secret')).value;
@@ -84,7 +105,8 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
       store, client: cliproxy, sentinel, log, clock, preloadPool: () => config.PRELOAD_POOL || store.preload,
       followUp: (ms) => jobs.runSoon('reconcile', ms), settleMs: opts.settleMs ?? config.CLIPROXY_WRITE_GAP_MS, reloads,
     });
-    const keys = new KeyService({ config, store, reconciler, audit, log, clock, pushWaitMs: opts.pushWaitMs });
+    const keys = new KeyService({ config, store, reconciler, audit, events, log, clock, pushWaitMs: opts.pushWaitMs });
+    const registration = new RegistrationService({ config, keys, requests, audit, events, clock });
 
     if (store.isNew) {
       const { minted } = await keys.mint(config.POOL_SIZE, { kind: 'system' });
@@ -121,14 +143,22 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
       },
     });
     const stats = new StatsService({ store, usage: usageStore, zone, clock, ttlMs: config.STATS_TTL_MS });
-    const quota = new QuotaService({ store, usage: usageStore, zone, keys, reconciler, audit, log, clock });
-    ingestor.onCounted = (ids) => {
+    const quota = new QuotaService({ store, usage: usageStore, zone, keys, reconciler, audit, events, log, clock });
+    // Services tell each other through events: a key change drops the cached leaderboard (an admin
+    // expects to see it at once); counted usage is checked against the limits of its keys.
+    events.on('keys.changed', () => stats.invalidate());
+    events.on('usage.counted', (ids) => {
       quota.enforce(ids).catch((err) => log.error({ module: 'quota', err }, 'could not enforce daily limits'));
-    };
+    });
+    ingestor.onCounted = (ids) => events.emit('usage.counted', ids);
     // Quota suspensions lift at midnight in TIMEZONE; the sweep catches expiries and a missed midnight.
     jobs.add({ name: 'quota-midnight', schedule: '0 0 0 * * *', timezone: config.TIMEZONE, run: () => quota.reinstateDue() });
     jobs.add({ name: 'quota-sweep', schedule: '*/5 * * * * *', run: () => quota.sweep() });
-    const deps: AppDeps = { config, store, keys, reconciler, cliproxy, audit, log, clock, adminToken, sessionSecret, zone, usageStore, stats, usage, quota, logFile };
+    const guard = new FailureGuard({ setting: config.AUTH_FAILURE_LIMIT, now: () => clock.now(), audit, log });
+    const health = new HealthService({ config, cliproxy, usage, store, reconciler, logFile, lockedOut: () => guard.lockedOut() });
+    const deps: AppDeps = {
+      config, keys, registration, quota, stats, usage, audit, health, guard, sessionStore, log, clock, zone, adminToken, sessionSecret,
+    };
     const app = createApp(deps);
     const server = await listen(app, config.PORT, config.HOST);
     cleanups.push(() => closeServer(server));
@@ -148,7 +178,7 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     log.info({ module: 'main', port, pool: store.poolStatus() }, `key-portal listening on ${url}`);
 
     return {
-      ...deps, server, port, url, jobs, sentinel, ready,
+      ...deps, store, reconciler, cliproxy, usageStore, requests, events, logFile, server, port, url, jobs, sentinel, ready,
       async stop() {
         await cleanup();
         log.info({ module: 'main' }, 'stopped');

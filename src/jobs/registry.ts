@@ -12,8 +12,11 @@ export interface Job {
 }
 
 /**
- * Every timer of the portal is a job here. Runs never overlap, errors are caught and logged by the
- * registry, and `stop()` ends them all.
+ * The portal's scheduled work — reconcile, checkpoint, usage pulls, retention, the quota midnight
+ * and sweep — as named jobs: runs of a job never overlap, errors are caught and logged here, and
+ * `stop()` ends them all. Timers that belong to one connection or one operation live with their
+ * owner and end with it: the usage subscription's reconnect and keepalive, the ingestor's storage
+ * retry, the log file's recovery check, and the time limits of single calls.
  */
 export class JobRegistry {
   private readonly jobs = new Map<string, Job>();

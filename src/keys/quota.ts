@@ -1,13 +1,14 @@
+import type { Actor, Audit } from '../audit.js';
 import type { Clock } from '../clock.js';
-import { conflict } from '../errors.js';
+import { fail } from '../errors.js';
+import type { Events } from '../events.js';
 import type { Logger } from '../log.js';
-import type { AuditLog } from '../store/audit.js';
 import type { KeyRecord, KeysStore, Suspension } from '../store/keys-store.js';
 import type { UsageStore } from '../store/usage-store.js';
 import type { Zone } from '../time/zone.js';
 import { keyIdOf } from './format.js';
 import type { Reconciler } from './reconciler.js';
-import { recordAudit, type Actor, type KeyService } from './service.js';
+import type { KeyService } from './service.js';
 
 export interface QuotaDeps {
   store: KeysStore;
@@ -15,7 +16,8 @@ export interface QuotaDeps {
   zone: Zone;
   keys: KeyService;
   reconciler: Reconciler;
-  audit: AuditLog;
+  audit: Audit;
+  events: Events;
   log: Logger;
   clock: Clock;
 }
@@ -102,6 +104,7 @@ export class QuotaService {
     }
     if (!suspended.length) return [];
     await this.store.commit();
+    this.d.events.emit('keys.changed');
     for (const s of suspended) {
       const record = this.store.getKey(s.key)!;
       await this.audit({ kind: 'system' }, 'key.suspend', s.id, { reason: s.reason, until: s.until, used: this.usedToday(s.key, record),
@@ -145,6 +148,7 @@ export class QuotaService {
     if (!keys.length) return [];
     for (const key of keys) this.store.updateKey(key, { status: 'pending', suspension: null });
     await this.store.commit();
+    this.d.events.emit('keys.changed');
     const ids = keys.map((k) => keyIdOf(this.store.prefix, k));
     for (const id of ids) await this.audit(actor, 'key.reinstate', id, { reason: why });
     this.d.log.info({ module: 'quota', key_ids: ids.slice(0, 50), reason: why }, `reinstated ${ids.length} key(s)`);
@@ -188,10 +192,11 @@ export class QuotaService {
    */
   async reset(key: string, actor: Actor): Promise<KeyRecord> {
     const record = this.store.getKey(key)!;
-    if (record.status === 'revoked') throw conflict('revoked', 'That key is revoked; there is nothing to reset.');
+    if (record.status === 'revoked') throw fail('key_revoked');
     const before = this.usedToday(key, record);
     this.store.updateKey(key, { quota_reset: { at: new Date(this.d.clock.now()).toISOString() } });
     await this.store.commit();
+    this.d.events.emit('keys.changed');
     await this.audit(actor, 'key.reset_usage', keyIdOf(this.store.prefix, key), { requests: before.requests, tokens: before.tokens });
     const after = this.store.getKey(key)!;
     if (limitSuspended(after)) await this.reinstate([key], actor, 'reset');
@@ -204,14 +209,14 @@ export class QuotaService {
    */
   async update(key: string, changes: KeyChanges, actor: Actor): Promise<KeyRecord> {
     const before = this.store.getKey(key)!;
-    if (before.status === 'revoked') throw conflict('revoked', 'That key is revoked and cannot be changed.');
+    if (before.status === 'revoked') throw fail('key_revoked');
     const id = keyIdOf(this.store.prefix, key);
     const { status, ...fields } = changes;
     const patch: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(fields)) if (v !== undefined && (before as Record<string, unknown>)[k] !== v) patch[k] = v;
     if (status === 'active' && limitSuspended(before) &&
         this.reached(key, { ...before, ...patch } as KeyRecord)) {
-      throw conflict('over_limit', 'This key has used its daily limit. Reset its usage or raise the limit to resume it.');
+      throw fail('over_limit');
     }
     // An admin's suspension outranks a limit's: a key suspended for its limit and then by hand stays
     // out at midnight and after a reset, until an admin resumes it.
@@ -223,6 +228,7 @@ export class QuotaService {
     if (Object.keys(patch).length) {
       this.store.updateKey(key, patch as Partial<KeyRecord>);
       await this.store.commit();
+      this.d.events.emit('keys.changed');
       const shown = Object.fromEntries(Object.entries(patch).filter(([k]) => k !== 'suspension'));
       const details: Record<string, unknown> = { changes: shown, before: Object.fromEntries(Object.keys(shown).map((k) => [k, (before as Record<string, unknown>)[k] ?? null])) };
       if (patch.suspension && before.suspension) details.replaces = before.suspension.reason; // a limit suspension made an admin's
@@ -241,6 +247,6 @@ export class QuotaService {
   }
 
   private audit(actor: Actor, action: string, keyId: string, details: Record<string, unknown>): Promise<void> {
-    return recordAudit(this.d, actor, action, keyId, details);
+    return this.d.audit.record(actor, action, keyId, details);
   }
 }

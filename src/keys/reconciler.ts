@@ -116,6 +116,15 @@ export class Reconciler {
 
   private gapMs(): number { return this.deps.settleMs ?? 250; }
 
+  /** Settles once no pass is running and every write asked for so far is done (or has failed). */
+  async idle(): Promise<void> {
+    for (;;) {
+      const { running, next, writes } = this;
+      await Promise.allSettled([running, next, writes]);
+      if (this.running === null && this.next === null && this.writes === writes && this.queued === 0) return;
+    }
+  }
+
   /** Waits until CLIProxyAPI answers a key the way it should (bounded); true if it did. */
   private async until(key: string, want: 'accepted' | 'refused'): Promise<boolean> {
     const end = Date.now() + (this.deps.probeTimeoutMs ?? 3000);

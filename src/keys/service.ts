@@ -1,34 +1,14 @@
-import { AppError, conflict, forbidden, notFound, unauthorized, unavailable } from '../errors.js';
+import type { Audit, Actor } from '../audit.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
+import { fail } from '../errors.js';
+import type { Events } from '../events.js';
 import type { Logger } from '../log.js';
-import type { AuditActor, AuditLog } from '../store/audit.js';
-import { PoolExhausted, type KeyRecord, type KeysStore } from '../store/keys-store.js';
-import { keyIdOf, maskKey } from './format.js';
+import { PoolExhausted, type KeyRecord, type KeysStore, type PoolStatus, type UserRecord } from '../store/keys-store.js';
+import { keyIdOf, keyIndex, maskKey, safeEqual } from './format.js';
 import type { Reconciler } from './reconciler.js';
 
-/** Who is asking. Routes work this out from credentials; the service decides what they may do. */
-export type Actor =
-  | { kind: 'anonymous' }
-  | { kind: 'user'; email: string; key: string }
-  | { kind: 'admin' }
-  | { kind: 'system' };
-
-export function auditActor(actor: Actor): AuditActor {
-  return actor.kind === 'user' ? `user:${actor.email}` : actor.kind;
-}
-
-/**
- * Appends to the audit log. The change it records is already durable, so a failing audit disk is
- * logged loudly rather than turned into an error for a request that succeeded.
- */
-export async function recordAudit(d: { audit: AuditLog; log: Logger }, actor: Actor, action: string, keyId?: string, details?: Record<string, unknown>): Promise<void> {
-  try {
-    await d.audit.record(auditActor(actor), action, keyId, details);
-  } catch (err) {
-    d.log.error({ module: 'audit', err, action, key_id: keyId }, 'could not write the audit log');
-  }
-}
+export type { Actor };
 
 export interface IssuedKey {
   key: string;
@@ -40,49 +20,90 @@ export interface KeyServiceDeps {
   config: Config;
   store: KeysStore;
   reconciler: Reconciler;
-  audit: AuditLog;
+  audit: Audit;
+  events: Events;
   log: Logger;
   clock: Clock;
   /** How long an issue or revoke waits for CLIProxyAPI before answering (default 2500 ms). */
   pushWaitMs?: number;
 }
 
-/** The key lifecycle: issue, revoke, mint. Holds the rules; never sees HTTP. */
+/** The key lifecycle: issue, revoke, mint, and the lookups the web layer needs. Holds the rules; never sees HTTP. */
 export class KeyService {
   constructor(private readonly deps: KeyServiceDeps) {}
 
   private get store(): KeysStore { return this.deps.store; }
 
-  /** Self-service registration: a new email gets a key; an existing holder needs their key or admin. */
-  async register(input: { email: string; name?: string; label?: string }, actor: Actor): Promise<IssuedKey> {
-    const { config } = this.deps;
-    const domain = input.email.slice(input.email.lastIndexOf('@') + 1);
-    if (config.ALLOWED_EMAIL_DOMAINS.length && actor.kind !== 'admin' &&
-        !config.ALLOWED_EMAIL_DOMAINS.some((d) => domain === d || domain.endsWith(`.${d}`))) {
-      throw new AppError(403, 'email_domain_not_allowed',
-        `Registration is open to ${config.ALLOWED_EMAIL_DOMAINS.map((d) => '@' + d).join(', ')} addresses only.`);
-    }
-    const existing = this.store.getUser(input.email);
-    if (existing && existing.api_keys.length > 0) {
-      const isOwner = actor.kind === 'user' && actor.email === input.email;
-      if (!isOwner && actor.kind !== 'admin') {
-        throw conflict('email_registered',
-          'This email already has a key. Sign in with one of its keys to add another, or ask an admin.');
-      }
-    }
-    return this.issue({
-      email: input.email, name: input.name, label: input.label ?? '', issuedBy: actor.kind === 'admin' ? 'admin' : 'self',
-      dailyLimit: config.DEFAULT_DAILY_LIMIT, dailyTokenLimit: config.DEFAULT_DAILY_TOKEN_LIMIT,
-    }, actor);
+  // ---- reads ------------------------------------------------------------------------------------
+
+  poolStatus(): PoolStatus { return this.store.poolStatus(); }
+  user(email: string): UserRecord | undefined { return this.store.getUser(email); }
+  get prefix(): string { return this.store.prefix; }
+  get preload(): boolean { return this.deps.config.PRELOAD_POOL || this.store.preload; }
+
+  /**
+   * The issued key a presented secret is, compared in constant time (the public key id finds the
+   * candidate; only the full comparison decides). Unused pool keys are not issued keys.
+   */
+  match(secret: string): { key: string; record: KeyRecord } | undefined {
+    const candidate = this.store.keyById(keyIdOf(this.store.prefix, secret));
+    const record = candidate !== undefined ? this.store.getKey(candidate) : undefined;
+    return candidate !== undefined && record && safeEqual(candidate, secret) ? { key: candidate, record } : undefined;
   }
 
-  /** Takes a key from the pool, records it durably, and pushes it to CLIProxyAPI. */
-  async issue(o: { email: string | null; name?: string; label: string; issuedBy: string; dailyLimit: number;
-    dailyTokenLimit: number; extra?: Record<string, unknown> }, actor: Actor): Promise<IssuedKey> {
+  /**
+   * The key id a presented secret claims to be, when it has the portal's format and that id
+   * exists — for the audit of a wrong credential, which must name what was tried without keeping it.
+   */
+  claimedId(secret: string): string | undefined {
+    if (keyIndex(this.store.prefix, secret) === null) return undefined;
+    const id = keyIdOf(this.store.prefix, secret);
+    return this.store.keyById(id) !== undefined ? id : undefined;
+  }
+
+  /** The key a request names: by id, or (compared in constant time) in full. */
+  find(ref: { key?: string; key_id?: string }): { key: string; record: KeyRecord } {
+    const found = ref.key !== undefined ? this.match(ref.key) : this.byId(ref.key_id ?? '');
+    if (!found) throw fail('key_not_found');
+    return found;
+  }
+
+  /** An issued key named by its id or (compared in constant time) in full; 404 otherwise. */
+  resolve(idOrKey: string): { key: string; record: KeyRecord } {
+    const found = idOrKey.includes('_') ? this.match(idOrKey) : this.byId(idOrKey);
+    if (!found) throw fail('key_not_found');
+    return found;
+  }
+
+  byId(id: string): { key: string; record: KeyRecord } | undefined {
+    const key = this.store.keyById(id);
+    const record = key ? this.store.getKey(key) : undefined;
+    return key && record ? { key, record } : undefined;
+  }
+
+  /** Masked view of a key for lists. */
+  mask(key: string): string { return maskKey(this.store.prefix, key); }
+
+  /** A key's public id. */
+  idOf(key: string): string { return keyIdOf(this.store.prefix, key); }
+
+  // ---- changes ----------------------------------------------------------------------------------
+
+  /**
+   * Takes a key from the pool, records it durably, and pushes it to CLIProxyAPI. An admin giving a
+   * key to an email that already holds self-registered keys must say it is the same person: otherwise
+   * whoever registered that email first would hold (and could revoke) the admin's key.
+   */
+  async issue(o: { email: string | null; name?: string; label: string; issuedBy: 'self' | 'admin' | 'approval'; dailyLimit: number;
+    dailyTokenLimit: number; extra?: Record<string, unknown>; samePerson?: boolean }, actor: Actor): Promise<IssuedKey> {
     const { config, clock } = this.deps;
     const existing = o.email ? this.store.getUser(o.email) : undefined;
     if (existing && config.MAX_KEYS_PER_USER > 0 && existing.api_keys.length >= config.MAX_KEYS_PER_USER && actor.kind !== 'admin') {
-      throw conflict('max_keys_reached', `Each person may hold at most ${config.MAX_KEYS_PER_USER} keys; revoke one first.`);
+      throw fail('max_keys_reached', { max: config.MAX_KEYS_PER_USER });
+    }
+    if (existing && existing.api_keys.length > 0 && actor.kind === 'admin' && o.issuedBy === 'admin' && !o.samePerson) {
+      const selfRegistered = existing.api_keys.some((k) => this.store.getKey(k)?.issued_by === 'self');
+      if (selfRegistered) throw fail('email_taken');
     }
     let issued: { key: string; record: KeyRecord };
     const mark = this.store.mark();
@@ -94,7 +115,7 @@ export class KeyService {
     } catch (err) {
       if (err instanceof PoolExhausted) {
         this.deps.log.error({ module: 'keys' }, 'the key pool is empty: run generate-keys or set POOL_AUTO_REFILL');
-        throw unavailable('pool_exhausted', 'No keys are left in the pool. An admin needs to generate more.', 300);
+        throw fail('pool_exhausted', {}, { 'Retry-After': '300' });
       }
       throw err;
     }
@@ -105,17 +126,10 @@ export class KeyService {
     // CLIProxyAPI accepts it; the flip rides along with the next write.
     await Promise.all([this.pushNow(() => this.deps.reconciler.add([issued.key])), this.store.commit(mark)]);
     const keyId = keyIdOf(this.store.prefix, issued.key);
-    await this.audit(actor, 'key.issue', keyId, { email: o.email, label: o.label, issued_by: o.issuedBy });
+    await this.deps.audit.record(actor, 'key.issue', keyId, { email: o.email, label: o.label, issued_by: o.issuedBy });
     this.deps.log.info({ module: 'keys', key_id: keyId, issued_by: o.issuedBy }, 'key issued');
+    this.deps.events.emit('keys.changed');
     return { key: issued.key, key_id: keyId, record: this.store.getKey(issued.key) ?? issued.record };
-  }
-
-  /** Resolves the key a request names, by full key or by id. */
-  find(ref: { key?: string; key_id?: string }): { key: string; record: KeyRecord } {
-    const key = ref.key ?? (ref.key_id !== undefined ? this.store.keyById(ref.key_id) : undefined);
-    const record = key ? this.store.getKey(key) : undefined;
-    if (!key || !record) throw notFound('No such key.');
-    return { key, record };
   }
 
   /**
@@ -123,40 +137,39 @@ export class KeyService {
    * owner's key or admin. A fresh key is minted so the pool keeps its spare count.
    */
   async revoke(ref: { key?: string; key_id?: string }, actor: Actor, reason?: string): Promise<{ key_id: string }> {
-    if (ref.key === undefined && actor.kind === 'anonymous') throw unauthorized('Present the key, or sign in, to revoke it.');
+    if (ref.key === undefined && actor.kind === 'anonymous') throw fail('sign_in_required');
     const { key, record } = this.find(ref);
     const heldByActor = ref.key !== undefined;
     const ownedByActor = actor.kind === 'user' && record.email !== null && actor.email === record.email;
-    if (!heldByActor && !ownedByActor && actor.kind !== 'admin' && actor.kind !== 'system') {
-      throw forbidden('That key is not yours.');
-    }
+    if (!heldByActor && !ownedByActor && actor.kind !== 'admin' && actor.kind !== 'system') throw fail('not_yours');
     const keyId = keyIdOf(this.store.prefix, key);
-    if (record.status === 'revoked') throw conflict('already_revoked', 'That key was already revoked.');
+    if (record.status === 'revoked') throw fail('key_revoked');
     this.store.revoke(key, new Date(this.deps.clock.now()));
     this.store.mint(1);
     await this.store.commit();
-    await this.audit(actor, 'key.revoke', keyId, { email: record.email, ...(reason ? { reason } : {}) });
+    await this.deps.audit.record(actor, 'key.revoke', keyId, { email: record.email, ...(reason ? { reason } : {}) });
     this.deps.log.info({ module: 'keys', key_id: keyId }, 'key revoked');
+    this.deps.events.emit('keys.changed');
     await this.pushNow(() => this.deps.reconciler.remove([key])); // answered once CLIProxyAPI refuses it (bounded)
     return { key_id: keyId };
   }
 
-  /** Adds keys to the pool (generate-keys and POST /admin/pool). */
-  async mint(count: number, actor: Actor): Promise<{ minted: number; first_id: string | null; last_id: string | null }> {
+  /** Adds keys to the pool (generate-keys, POST /admin/pool); `preload` keeps unused keys live in CLIProxyAPI from then on. */
+  async mint(count: number, actor: Actor, o: { preload?: boolean } = {}): Promise<{ minted: number; first_id: string | null; last_id: string | null;
+    pool: PoolStatus; preload: boolean; push: { ok: boolean; added: number; error: string | null } | null }> {
+    if (o.preload) await this.store.setPreload(true);
     const ids = this.store.mint(count);
     await this.store.commit();
-    await this.audit(actor, 'pool.generate', undefined, { count });
+    await this.deps.audit.record(actor, 'pool.generate', undefined, { count, ...(o.preload ? { preload: true } : {}) });
     this.deps.log.info({ module: 'keys', count }, 'pool keys generated');
-    if (this.deps.config.PRELOAD_POOL || this.store.preload) await this.pushNow(() => this.deps.reconciler.run());
-    return { minted: ids.length, first_id: ids[0] ?? null, last_id: ids.at(-1) ?? null };
+    this.deps.events.emit('keys.changed');
+    let push: { ok: boolean; added: number; error: string | null } | null = null;
+    if (this.preload) {
+      const r = await this.deps.reconciler.run();
+      push = { ok: r.ok, added: r.added.length, error: r.error };
+    }
+    return { minted: ids.length, first_id: ids[0] ?? null, last_id: ids.at(-1) ?? null, pool: this.store.poolStatus(), preload: this.preload, push };
   }
-
-  private audit(actor: Actor, action: string, keyId?: string, details?: Record<string, unknown>): Promise<void> {
-    return recordAudit(this.deps, actor, action, keyId, details);
-  }
-
-  /** Masked view of a key for lists. */
-  mask(key: string): string { return maskKey(this.store.prefix, key); }
 
   private refillIfLow(): void {
     const { POOL_AUTO_REFILL, POOL_SIZE } = this.deps.config;
@@ -164,7 +177,7 @@ export class KeyService {
     if (POOL_AUTO_REFILL > 0 && unused < POOL_AUTO_REFILL && POOL_SIZE > unused) {
       const ids = this.store.mint(POOL_SIZE - unused);
       this.deps.log.info({ module: 'keys', count: ids.length }, 'pool refilled');
-      void this.audit({ kind: 'system' }, 'pool.refill', undefined, { count: ids.length });
+      void this.deps.audit.record({ kind: 'system' }, 'pool.refill', undefined, { count: ids.length });
     }
   }
 
@@ -175,7 +188,7 @@ export class KeyService {
    */
   private async pushNow(push: () => Promise<unknown>): Promise<void> {
     const wait = this.deps.pushWaitMs ?? 2500;
-    // In a burst the writes queue (one at a time, CLIProxyAPI loses writes that come too close):
+    // In a burst the writes queue (one at a time: CLIProxyAPI loses writes that overlap its reloads):
     // when this one could not be done in time anyway, answer at once, as pending.
     if (this.deps.reconciler.backlogMs() > wait) { void push().catch(() => undefined); return; }
     let timer: NodeJS.Timeout | undefined;

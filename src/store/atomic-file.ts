@@ -3,6 +3,11 @@ import { open, readFile, rename, unlink, readdir, type FileHandle } from 'node:f
 import path from 'node:path';
 import type { Adapter } from 'lowdb';
 
+/** A change could not be written (a full or read-only disk): nothing of it was kept. Answered 503. */
+export class StorageError extends Error {
+  override name = 'StorageError';
+}
+
 /** A data file exists but cannot be used; the start stops rather than overwrite it. */
 export class CorruptDataFile extends Error {
   override name = 'CorruptDataFile';

@@ -123,8 +123,13 @@ export class AuditLog {
     }
   }
 
-  async close(): Promise<void> {
+  /** Settles once every line recorded so far is on disk (or has failed). */
+  async flushed(): Promise<void> {
     while (this.writing) await this.writing;
+  }
+
+  async close(): Promise<void> {
+    await this.flushed();
     await this.fh?.close();
     this.fh = null;
   }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Low } from 'lowdb';
-import { AtomicJsonFile } from './atomic-file.js';
+import { AtomicJsonFile, StorageError } from './atomic-file.js';
 import { Journal } from './journal.js';
 import {
   emptyState, loadState, renderPool, renderUsers, FORMAT_VERSION,
@@ -27,7 +27,7 @@ export interface NewKeyFields {
 }
 
 /** Raised when a change could not be written; the change was rolled back in memory too. */
-export class CommitFailed extends Error {
+export class CommitFailed extends StorageError {
   override name = 'CommitFailed';
 }
 

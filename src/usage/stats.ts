@@ -3,7 +3,7 @@ import type { Clock } from '../clock.js';
 import { keyIdOf, maskKey } from '../keys/format.js';
 import { usedToday } from '../keys/quota.js';
 import type { KeysStore, Suspension } from '../store/keys-store.js';
-import { type Counts, type KeyTotals, type UsageStore } from '../store/usage-store.js';
+import { type Counts, type KeyTotals, type RequestFilter, type RequestRow, type UsageStore } from '../store/usage-store.js';
 import { COUNT_FIELDS, zeroCounts } from '../store/usage-schema.js';
 import type { Zone } from '../time/zone.js';
 
@@ -183,6 +183,26 @@ export class StatsService {
       this.heldBy = { version: store.version, byEmail };
     }
     return this.heldBy.byEmail.get(email) ?? [];
+  }
+
+  /** The ids of every key a person ever held. */
+  keyIdsOf(email: string): string[] {
+    return this.allKeysOf(email).map((k) => keyIdOf(this.d.store.prefix, k));
+  }
+
+  /**
+   * One page of the request log, newest first, with the cursor of the next page
+   * (`before=<ms>_<id>`) or null at the end.
+   */
+  requestLog(f: Omit<RequestFilter, 'limit'> & { limit: number }): { requests: (Omit<RequestRow, 'id' | 'at'> & { at: string })[]; next: string | null; time_zone: string } {
+    const rows = this.d.usage.requests({ ...f, limit: f.limit + 1 });
+    const page = rows.slice(0, f.limit);
+    const last = page.at(-1);
+    return {
+      requests: page.map(({ id: _id, at, ...r }) => ({ at: new Date(at).toISOString(), ...r })),
+      next: rows.length > f.limit && last ? `${last.at}_${last.id}` : null,
+      time_zone: this.d.zone.name,
+    };
   }
 
   /** Who held which keys, rebuilt when the keys change. */

@@ -74,7 +74,7 @@ describe('usage on a disk that fills up', { skip: !Tmpfs.available() && 'needs r
         const db = new Database(path.join(fs.dir, 'usage.db'), { readonly: true });
         const stored = new Set(db.prepare('SELECT request_id FROM events').pluck().all());
         db.close();
-        const missing = fake.produced.filter((r) => r.api_key === key && !stored.has(r.request_id)).map((r) => `${r.request_id} handed out at ${fake.handedOut.get(r.request_id as string)}`);
+        const missing = fake.produced.filter((r) => r.api_key === key && !stored.has(r.request_id)).map((r) => `${r.request_id} handed out at ${fake.handedOut.get(r.request_id as string)?.at}`);
         t.diagnostic(`counted ${await counted()}; missing ${missing.join(', ')}; moments ${JSON.stringify(marks)}`);
         throw err;
       });

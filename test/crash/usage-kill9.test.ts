@@ -66,13 +66,13 @@ for (const mode of ['queue', 'subscribe'] as const) {
         const produced = fake.produced.filter((r) => r.api_key === reg.key).map((r) => r.request_id as string);
         const stored = new Set(ids);
         const missing = produced.filter((id) => !stored.has(id));
-        const lostAt = new Map<number, number[]>(); // kill → hand-out times of the records lost at it
+        const lostAt = new Map<number, number[]>(); // kill → the hand-outs (pops or pushes) of the records lost at it
         for (const id of missing) {
           const out = fake.handedOut.get(id);
           assert.ok(out !== undefined, `record ${id} was never handed out, yet is missing`);
-          const kill = kills.find((k) => out >= k - 1000 && out <= k + 500);
-          assert.ok(kill !== undefined, `record ${id} went missing away from any kill (handed out ${new Date(out).toISOString()})`);
-          lostAt.set(kill, [...(lostAt.get(kill) ?? []), out]);
+          const kill = kills.find((k) => out.at >= k - 1000 && out.at <= k + 500);
+          assert.ok(kill !== undefined, `record ${id} went missing away from any kill (handed out ${new Date(out.at).toISOString()})`);
+          lostAt.set(kill, [...(lostAt.get(kill) ?? []), out.batch]);
         }
         for (const [kill, outs] of lostAt) {
           if (mode === 'queue') {

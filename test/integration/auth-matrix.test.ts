@@ -150,6 +150,22 @@ const MATRIX: Record<string, Row | Row[]> = {
     via: 'page', request: async (c) => ({ path: `/admin/users/${encodeURIComponent(c.ownEmail)}` }),
     expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 200 },
   },
+  'GET /admin/requests': [
+    { via: 'api', request: async () => ({ path: '/admin/requests' }), expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 200 } },
+    { via: 'page', request: async () => ({ path: '/admin/requests' }), expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 200 } },
+  ],
+  'POST /admin/requests/:id/:decision': [
+    { via: 'api', request: async () => ({ path: '/admin/requests/0123456789ab/approve', body: {} }),
+      expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 404 } },
+    { via: 'page', request: async () => ({ path: '/admin/requests/0123456789ab/deny', body: {} }),
+      expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 404 } },
+  ],
+  'POST /api/claim-key': {
+    via: 'api', request: async () => ({ path: '/api/claim-key', body: { claim: 'not-a-claim-code' } }),
+    expect: { none: 404, wrong: 401, other: 404, revoked: 401, own: 404, admin: 404 },
+  },
+  'GET /register/claim': { via: 'page', request: async () => ({ path: '/register/claim' }), expect: all(200) },
+  'POST /register/claim': { via: 'page', request: async () => ({ path: '/register/claim', body: { claim: 'not-a-claim-code' } }), expect: all(404) },
   'GET /admin/pool': {
     via: 'page', request: async () => ({ path: '/admin/pool' }),
     expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 200 },
@@ -169,14 +185,14 @@ function routesOf(app: Express): string[] {
     }
   };
   walk((app as any).router.stack);
-  return out;
+  return [...new Set(out)]; // a path served as JSON and as a page is one route, in two routers
 }
 
 describe('the auth matrix', () => {
   let t: TestPortal;
   const keys: Record<string, string> = {};
   before(async () => {
-    t = await startTestPortal({ env: { POOL_SIZE: '200', LOGIN_RATE_LIMIT: '0' } });
+    t = await startTestPortal({ env: { POOL_SIZE: '200', AUTH_FAILURE_LIMIT: '0' } });
     const reg = async (email: string) => (await call(t.url, 'POST', '/api/register-key', { body: { email }, token: ADMIN })).body.key as string;
     keys.own = await reg(OWN_EMAIL);
     keys.other = await reg('other@matrix.example');
@@ -194,9 +210,9 @@ describe('the auth matrix', () => {
       t, ownEmail: OWN_EMAIL, ownKeyId: keys.own!.slice(9, 13),
       freshOwnKeyId: async () => (await call(t.url, 'POST', '/api/register-key', { body: { email: OWN_EMAIL }, token: ADMIN })).body.key_id,
     };
-    // Sessions for the page rows: signed in with each credential before the revoked key is revoked.
-    const browsers = {} as Record<Cred, Browser>;
-    for (const cred of CREDS) {
+    // Sessions for the page rows: a browser signed in with each credential (the revoked key's before
+    // it is revoked). Signing out ends a session for good, so after a sign-out row the browser signs in again.
+    const signIn = async (cred: Cred): Promise<Browser> => {
       const b = new Browser(t.url);
       await b.get('/register');
       if (cred === 'wrong') b.cookies.kp_session = 'eyJraW5kIjoiYWRtaW4ifQ.forged';
@@ -204,9 +220,12 @@ describe('the auth matrix', () => {
         assert.equal((await b.post('/my-keys/sign-in', { key: keys[cred]! })).status, 303);
       }
       if (cred === 'admin') assert.equal((await b.post('/admin/sign-in', { token: ADMIN })).status, 303);
+      await b.get('/register'); // a page with a form, as a browser loads after the redirect: it carries the new session's CSRF token
       b.remember();
-      browsers[cred] = b;
-    }
+      return b;
+    };
+    const browsers = {} as Record<Cred, Browser>;
+    for (const cred of CREDS) browsers[cred] = await signIn(cred);
     await call(t.url, 'POST', '/api/revoke-key', { body: { key: keys.revoked } });
     const bearer: Record<Cred, string | undefined> = {
       none: undefined, wrong: 'usr_pool_9999_0123456789abcdef', other: keys.other, revoked: keys.revoked, own: keys.own, admin: ADMIN,
@@ -224,7 +243,9 @@ describe('the auth matrix', () => {
         } else {
           const b = browsers[cred];
           got = (method === 'GET' ? await b.get(path) : await b.post(path, body ?? {})).status;
-          if (route.endsWith('sign-out') || route === 'POST /admin/sign-in') await b.restore();
+          if (route.endsWith('sign-out') || route === 'POST /admin/sign-in') {
+            if (cred === 'revoked') await b.restore(); else browsers[cred] = await signIn(cred);
+          }
         }
         if (got !== want) failures.push(`${route} (${row.via}) as ${cred}: ${got}, expected ${want}`);
       }

@@ -114,7 +114,7 @@ describe('registering and revoking keys', () => {
 
     const twice = await call(t.url, 'POST', '/api/revoke-key', { body: { key: issued.key } });
     assert.equal(twice.status, 409);
-    assert.equal(twice.body.error.code, 'already_revoked');
+    assert.equal(twice.body.error.code, 'key_revoked');
     // The revoked key no longer signs anything in.
     const asBearer = await register({ email: 'zhao@example.com' }, issued.key);
     assert.equal(asBearer.status, 401);

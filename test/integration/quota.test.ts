@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Browser } from '../support/browser-client.js';
 import { ManualClock } from '../support/clock.js';
-import { ADMIN, call, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+import { ADMIN, auditLines, auditText, call, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
 
 const FULL_KEY = /usr_pool_\d{4,}_[0-9a-f]{48}/;
 
@@ -78,8 +76,8 @@ describe('daily limits, enforced through CLIProxyAPI (clock injected, TIMEZONE A
     const totals = (await call(t.url, 'GET', '/usage', { token: key })).body;
     assert.deepEqual([totals.today.requests, totals.totals.requests], [0, 3], 'suspension never touched history (today’s request not yet pulled)');
 
-    const lines = readFileSync(path.join(t.dataDir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    assert.ok(!readFileSync(path.join(t.dataDir, 'audit.jsonl'), 'utf8').match(FULL_KEY), 'no full key in the audit log');
+    const lines = await auditLines(t);
+    assert.ok(!(await auditText(t)).match(FULL_KEY), 'no full key in the audit log');
     assert.deepEqual(lines.filter((l) => l.key_id === id).map((l) => `${l.actor} ${l.action}`),
       ['admin key.issue', 'system key.suspend', 'system key.reinstate']);
   });
@@ -112,7 +110,7 @@ describe('daily limits, enforced through CLIProxyAPI (clock injected, TIMEZONE A
     await waitFor(() => !live(key), 'out of CLIProxyAPI');
     assert.equal((await admin('PATCH', `/admin/keys/${id}`, { status: 'active' })).status, 409, 'resuming while over the limit is refused with a reason');
 
-    const actions = readFileSync(path.join(t.dataDir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+    const actions = (await auditLines(t))
       .filter((l) => l.key_id === id).map((l) => l.action);
     assert.deepEqual(actions, ['key.issue', 'key.suspend', 'key.reset_usage', 'key.reinstate', 'key.suspend', 'key.update', 'key.reinstate',
       'key.update', 'key.suspend']);
@@ -163,9 +161,9 @@ describe('daily limits, enforced through CLIProxyAPI (clock injected, TIMEZONE A
     assert.ok(!live(key));
     await admin('PATCH', `/admin/keys/${id}`, { status: 'active' });
     await waitFor(() => live(key), 'an admin lifts it');
-    const lines = readFileSync(path.join(t.dataDir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.key_id === id);
+    const lines = (await auditLines(t)).filter((l) => l.key_id === id);
     const byAdmin = lines.find((l) => l.action === 'key.suspend' && l.actor === 'admin');
-    assert.equal(byAdmin?.details.replaces, 'daily_limit', 'the audit says the admin’s suspension replaced the limit’s');
+    assert.equal(byAdmin?.details?.replaces, 'daily_limit', 'the audit says the admin’s suspension replaced the limit’s');
     assert.deepEqual(lines.map((l) => `${l.actor} ${l.action}`), ['admin key.issue', 'system key.suspend', 'admin key.suspend', 'admin key.reset_usage', 'admin key.reinstate']);
   });
 
@@ -193,8 +191,8 @@ describe('daily limits, enforced through CLIProxyAPI (clock injected, TIMEZONE A
     await t.portal.jobs.runNow('quota-sweep');
     assert.equal((await statusOf(id)).status, 'revoked');
     await waitFor(() => !live(key), 'gone from CLIProxyAPI');
-    const line = readFileSync(path.join(t.dataDir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).find((l) => l.key_id === id && l.action === 'key.revoke');
-    assert.deepEqual([line.actor, line.details.reason], ['system', 'expired']);
+    const line = (await auditLines(t)).find((l) => l.key_id === id && l.action === 'key.revoke');
+    assert.deepEqual([line?.actor, line?.details?.reason], ['system', 'expired']);
 
     const other = (await admin('POST', '/admin/keys', { label: 'paused' })).body as { key: string; key_id: string };
     await waitFor(() => live(other.key), 'live');
@@ -219,7 +217,8 @@ describe('the admin API', () => {
       ['DELETE', '/admin/keys/0001'], ['GET', '/admin/usage'], ['POST', '/admin/reset-usage'], ['GET', '/admin/audit']] as const) {
       const res = await call(t.url, method, p, { body: method === 'GET' || method === 'DELETE' ? undefined : {} });
       assert.equal(res.status, 401, `${method} ${p}`);
-      assert.equal(res.body.error.code, 'unauthorized');
+      assert.equal(res.body.error.code, 'admin_token_required');
+      assert.equal(res.headers.get('www-authenticate'), 'Bearer');
     }
   });
 

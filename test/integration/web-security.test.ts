@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { ROOT_DIR } from '../../src/app.js';
 import { Browser } from '../support/browser-client.js';
 import { ManualClock } from '../support/clock.js';
-import { ADMIN, call, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+import { ADMIN, auditLines, auditText, call, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
 
 const EVIL_NAME = '<script>alert("name")</script>';
 const EVIL_LABEL = '<img src=x onerror=alert(1)>';
@@ -14,7 +14,7 @@ describe('the web surface', () => {
   let t: TestPortal;
   let issued: { key: string; key_id: string };
   before(async () => {
-    t = await startTestPortal({ env: { POOL_SIZE: '60', LOGIN_RATE_LIMIT: '0' } });
+    t = await startTestPortal({ env: { POOL_SIZE: '60', AUTH_FAILURE_LIMIT: '0' } });
     issued = (await call(t.url, 'POST', '/api/register-key', { body: { email: 'xss@example.com', name: EVIL_NAME, label: EVIL_LABEL } })).body;
   });
   after(async () => { await t.stop(); });
@@ -57,8 +57,10 @@ describe('the web surface', () => {
     await anon.get('/register');
     assert.equal((await anon.post('/register', { email: 'csrf@example.com' }, { csrf: null })).status, 403);
     assert.equal((await anon.post('/register', { email: 'csrf@example.com' }, { csrf: 'forged' })).status, 403);
-    // A page on another site has no kp_csrf cookie of ours to pair with any token.
+    // A token belongs to one browser session: another browser (no session, or its own) cannot use it.
     const crossSite = new Browser(t.url);
+    assert.equal((await crossSite.post('/register', { email: 'csrf@example.com' }, { csrf: anon.csrf })).status, 403);
+    await crossSite.get('/register');
     assert.equal((await crossSite.post('/register', { email: 'csrf@example.com' }, { csrf: anon.csrf })).status, 403);
 
     const user = await signedIn('user');
@@ -68,7 +70,7 @@ describe('the web surface', () => {
     assert.equal((await admin.post('/admin/pool', { count: 5 }, { csrf: null })).status, 403);
     // JSON calls that ride on the session cookie need the token as a header.
     const viaCookie = await fetch(`${t.url}/api/revoke-key`, {
-      method: 'POST', headers: { 'Content-Type': 'application/json', Cookie: `kp_session=${encodeURIComponent(user.cookies.kp_session!)}; kp_csrf=${user.cookies.kp_csrf}` },
+      method: 'POST', headers: { 'Content-Type': 'application/json', Cookie: `kp_session=${encodeURIComponent(user.cookies.kp_session!)}` },
       body: JSON.stringify({ key_id: issued.key_id }),
     });
     assert.equal(viaCookie.status, 403);
@@ -133,7 +135,7 @@ describe('the web surface', () => {
     assert.ok(!/(src|href)="(https?:)?\/\//.test(html), 'no external assets: everything comes from the portal');
     assert.ok(!/<script(?![^>]*\bsrc=)[^>]*>/.test(html), 'no inline <script>');
     assert.ok(!/ on[a-z]+="/.test(html) && !/ style="/.test(html), 'no inline handlers or styles');
-    const cookie = res.headers.getSetCookie().find((c) => c.startsWith('kp_csrf='))!;
+    const cookie = res.headers.getSetCookie().find((c) => c.startsWith('kp_session='))!;
     assert.match(cookie, /HttpOnly/);
     assert.match(cookie, /SameSite=Strict/);
   });
@@ -191,7 +193,7 @@ describe('the CLIProxyAPI banner', () => {
 describe('sessions and sign-in limits', () => {
   it('expires a session after 12 hours and rate limits sign-in attempts with Retry-After', async () => {
     const clock = new ManualClock();
-    const t = await startTestPortal({ clock, env: { LOGIN_RATE_LIMIT: '3/15m' } });
+    const t = await startTestPortal({ clock, env: { AUTH_FAILURE_LIMIT: '3/15m' } });
     try {
       const { key } = (await call(t.url, 'POST', '/api/register-key', { body: { email: 'sess@example.com' } })).body;
       const b = new Browser(t.url);
@@ -203,15 +205,18 @@ describe('sessions and sign-in limits', () => {
       clock.advance(12 * 3_600_000 + 1000);
       assert.ok(!(await b.get('/my-keys')).html.includes('sess@example.com'), 'the session has expired');
 
-      // Three attempts per 15 minutes, counted across the user and admin forms: one used above.
+      // Three wrong credentials per 15 minutes, counted across the user and admin forms.
       assert.equal((await b.post('/my-keys/sign-in', { key: 'usr_pool_0001_bad' })).status, 401);
       assert.equal((await b.post('/admin/sign-in', { token: 'not-the-token-0000' })).status, 401);
-      assert.equal((await b.post('/my-keys/sign-in', { key: 'usr_pool_0001_bad' })).status, 429);
+      assert.equal((await b.post('/my-keys/sign-in', { key: 'usr_pool_0001_bad' })).status, 401);
+      assert.equal((await b.post('/my-keys/sign-in', { key })).status, 429, 'locked out: not even the right key is looked at');
       const limited = await fetch(`${t.url}/admin/sign-in`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: 'token=x' });
       assert.equal(limited.status, 429);
       assert.ok(Number(limited.headers.get('retry-after')) > 0);
-      const audit = readFileSync(path.join(t.dataDir, 'audit.jsonl'), 'utf8');
-      assert.match(audit, /"action":"admin.sign_in_failed"/, 'failed admin sign-ins are audited');
+      const audit = await auditText(t);
+      assert.match(audit, /"action":"auth.failed","key_id":"unknown","details":\{"ip":"[^"]+","via":"admin_sign_in"\}/, 'failed admin sign-ins are audited');
+      assert.match(audit, /"action":"auth.failed","key_id":"0001","details":\{"ip":"[^"]+","via":"sign_in"\}/, 'a wrong key is audited by the id it claimed');
+      assert.match(audit, /"action":"auth.lockout"/);
       assert.ok(!audit.includes(key.slice(14)), 'the audit log holds no key');
     } finally {
       await t.stop();

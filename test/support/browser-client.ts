@@ -1,6 +1,8 @@
 /**
  * A minimal browser for tests without Chromium: keeps cookies, reads the CSRF token from the last
- * page, posts forms as application/x-www-form-urlencoded, and does not follow redirects.
+ * page, posts forms as application/x-www-form-urlencoded. A POST answered with a redirect returns
+ * that answer, and then loads the page it points to, as a browser does (so the next form carries
+ * the token of the session as it now is: a sign-in starts a new one).
  */
 export class Browser {
   cookies: Record<string, string> = {};
@@ -48,7 +50,13 @@ export class Browser {
     });
     this.store(res);
     const html = await res.text();
-    return { status: res.status, html, location: res.headers.get('location') };
+    const location = res.headers.get('location');
+    if (res.status >= 300 && res.status < 400 && location?.startsWith('/')) {
+      const saved = this.saved;
+      await this.get(location);
+      this.saved = saved;
+    }
+    return { status: res.status, html, location };
   }
 
   /** Puts back the cookies as they were after the last response before a sign-out (for table tests). */

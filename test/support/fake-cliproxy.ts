@@ -79,7 +79,9 @@ export class FakeCliproxy {
   /** Every record ever produced, for tests to compare against. */
   readonly produced: Record<string, unknown>[] = [];
   /** request_id → when the record left the fake (popped or pushed): popping and pushing are at-most-once. */
-  readonly handedOut = new Map<string, number>();
+  /** request id → when and in which hand-out (one pop, one push) CLIProxyAPI gave the record away. */
+  readonly handedOut = new Map<string, { at: number; batch: number }>();
+  private handOuts = 0;
   port = 0;
   /** Connected RESP subscribers of the usage channel. */
   readonly subscribers = new Set<Socket>();
@@ -317,6 +319,9 @@ export class FakeCliproxy {
     done(200, { status: 'ok' });
   }
 
+  /** A saved change whose reload has not happened yet. */
+  get reloading(): boolean { return this.reloadTimer !== null; }
+
   private scheduleReload(): void {
     if (this.reloadTimer) clearTimeout(this.reloadTimer);
     this.reloadTimer = setTimeout(() => {
@@ -413,9 +418,11 @@ export class FakeCliproxy {
   }
 
   private noteHandedOut(jsons: string[]): void {
+    if (jsons.length === 0) return;
+    const out = { at: this.now(), batch: ++this.handOuts };
     for (const j of jsons) {
       const id = (JSON.parse(j) as { request_id?: string }).request_id;
-      if (id) this.handedOut.set(id, this.now());
+      if (id) this.handedOut.set(id, out);
     }
   }
 

@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -58,7 +58,7 @@ export async function startTestPortal(o: TestPortalOptions = {}): Promise<TestPo
     dotenv: false,
     env: {
       HOST: '127.0.0.1', PORT: '0', DATA_DIR: dataDir, CLIPROXY_URL: o.cliproxyUrl ?? fake!.url, CLIPROXY_MANAGEMENT_KEY: MANAGEMENT_KEY,
-      ADMIN_TOKEN: 'test-admin-token-0123456789', POOL_SIZE: '50', REGISTER_RATE_LIMIT: '0', LOG_LEVEL: 'info',
+      ADMIN_TOKEN: 'test-admin-token-0123456789', POOL_SIZE: '50', REGISTER_RATE_LIMIT: '0', REGISTER_EMAIL_RATE_LIMIT: '0', LOG_LEVEL: 'info',
       LOG_FILE: '', TIMEZONE: 'Asia/Shanghai', ...o.env,
     },
   });
@@ -151,4 +151,16 @@ export async function settled(t: TestPortal): Promise<string> {
 /** Bytes in keys.journal (0 right after a checkpoint; grows with every committed change). */
 export function journalBytes(dataDir: string): number {
   try { return statSync(path.join(dataDir, 'keys.journal')).size; } catch { return 0; }
+}
+
+export interface AuditLine { at: string; actor: string; action: string; key_id?: string; details?: Record<string, any> }
+
+/** audit.jsonl as written once every record made so far is on disk (failures are audited without holding up their 401). */
+export async function auditText(t: TestPortal): Promise<string> {
+  await t.portal.audit.flushed();
+  return readFileSync(path.join(t.dataDir, 'audit.jsonl'), 'utf8');
+}
+
+export async function auditLines(t: TestPortal): Promise<AuditLine[]> {
+  return (await auditText(t)).trim().split('\n').map((l) => JSON.parse(l) as AuditLine);
 }

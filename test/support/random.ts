@@ -15,3 +15,10 @@ export function seeded(name: string): { seed: number; next(): number; between(lo
   };
   return { seed, next, between: (lo, hi) => lo + next() * (hi - lo) };
 }
+
+/** fast-check parameters with a printed seed (KP_SEED=<seed> replays the run) and `numRuns` cases. */
+export function seededFc(name: string, numRuns: number): { seed: number; numRuns: number } {
+  const seed = process.env.KP_SEED ? Number(process.env.KP_SEED) : Math.floor(Math.random() * 2 ** 31);
+  process.stderr.write(`# ${name}: seed ${seed} (KP_SEED=${seed} to replay)\n`);
+  return { seed, numRuns };
+}

@@ -9,7 +9,7 @@ export async function spawnPortal(dataDir: string, env: Record<string, string>):
   const child = spawn(process.execPath, [path.join(ROOT_DIR, 'bin/key-portal'), 'start'], {
     env: {
       PATH: process.env.PATH, HOST: '127.0.0.1', PORT: '0', DATA_DIR: dataDir, ADMIN_TOKEN: ADMIN,
-      REGISTER_RATE_LIMIT: '0', LOG_LEVEL: 'warn', LOG_FILE: '', ...env,
+      REGISTER_RATE_LIMIT: '0', REGISTER_EMAIL_RATE_LIMIT: '0', LOG_LEVEL: 'warn', LOG_FILE: '', ...env,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../log.js';
 
 declare module 'express-serve-static-core' {
   interface Request { id: string; log: Logger }

@@ -2,14 +2,14 @@
 export interface Pager { page: number; pages: number; total: number | null; href(page: number): string }
 
 /** A positive integer from a query parameter, or the fallback; never more than `max`. */
-export function queryInt(value: unknown, fallback: number, max = Number.MAX_SAFE_INTEGER): number {
+export function pageNumber(value: unknown, fallback: number, max = Number.MAX_SAFE_INTEGER): number {
   const n = typeof value === 'string' && /^\d{1,9}$/.test(value) ? Number(value) : NaN;
   return Number.isFinite(n) && n >= 1 ? Math.min(n, max) : fallback;
 }
 
 export function paginate<T>(items: readonly T[], page: unknown, perPage: number, path: string, keep: Record<string, string> = {}): { rows: T[]; offset: number; pager: Pager } {
   const pages = Math.max(1, Math.ceil(items.length / perPage));
-  const p = queryInt(page, 1, pages);
+  const p = pageNumber(page, 1, pages);
   const offset = (p - 1) * perPage;
   return { rows: items.slice(offset, offset + perPage), offset, pager: { page: p, pages, total: items.length, href: (n) => pageHref(path, keep, n) } };
 }

@@ -79,6 +79,21 @@ const en = {
   'admin.unmanaged.open': '(no key: client authentication was off)',
   'admin.usage': 'Usage ingestion', 'admin.usage.line': '{source} · last record {last} ({ago} s ago)',
   'banner.usage': 'Usage is not being recorded: {error}',
+  'nav.requests': 'Requests',
+  'register.mode.domains': 'Open to {domains} addresses.',
+  'register.mode.approval': 'An admin approves each request; you then collect your key with the code you are given.',
+  'register.claimLink': 'Asked already? Collect your key with your code.',
+  'waiting.title': 'Waiting for an admin',
+  'waiting.lead': 'Your request for {email} is waiting for an admin’s approval.',
+  'waiting.code': 'Your code, shown only now: copy it. With it you collect your key once an admin approves.',
+  'waiting.check': 'Check now', 'waiting.later': 'Or come back later to “Collect a key” and paste the code.',
+  'claim.title': 'Collect your key', 'claim.code': 'The code from your request', 'claim.submit': 'Check',
+  'admin.requests.title': 'Registration requests', 'admin.requests.none': 'No requests yet.',
+  'admin.requests.mode': 'Registration: {mode}.', 'admin.requests.approve': 'Approve', 'admin.requests.deny': 'Deny',
+  'admin.requests.approved': 'Approved: the requester collects the key with their code.', 'admin.requests.denied': 'Denied.',
+  'request.pending': 'Waiting', 'request.approved': 'Approved, not yet collected', 'request.denied': 'Denied', 'request.claimed': 'Collected',
+  'col.email': 'Email', 'col.name': 'Name', 'col.requested': 'Asked', 'col.actions': 'Actions',
+  'admin.keys.samePerson': 'The person who registered this email and this key’s holder are the same (needed when the email already has keys its holder registered)',
 } as const;
 
 export type MessageKey = keyof typeof en;
@@ -158,24 +173,21 @@ const zh: Record<MessageKey, string> = {
   'admin.unmanaged.open': '（无密钥：客户端认证当时处于关闭状态）',
   'admin.usage': '用量采集', 'admin.usage.line': '{source} · 最近记录 {last}（{ago} 秒前）',
   'banner.usage': '用量未能记录：{error}',
-};
-
-/** Readable messages for the error codes pages show, per language (the API answers in English). */
-const errorsZh: Record<string, string> = {
-  email_registered: '该邮箱已有密钥。请用其中一个密钥登录后再添加，或联系管理员。',
-  rate_limited: '操作过于频繁，请稍后再试。',
-  pool_exhausted: '密钥池已用完，请联系管理员生成更多密钥。',
-  csrf_failed: '表单已过期或并非来自本站，请刷新页面后重试。',
-  unauthorized: '密钥无效或已被吊销。',
-  forbidden: '你没有权限执行此操作。',
-  not_found: '页面不存在。',
-  max_keys_reached: '每人可持有的密钥数量已达上限，请先吊销一个。',
-  email_domain_not_allowed: '该邮箱域名不在允许范围内。',
-  already_revoked: '该密钥已被吊销。',
-  invalid_field: '输入有误：{message}',
-  payload_too_large: '提交的内容过大。',
-  internal_error: '服务器出了点问题，请稍后再试。',
-  storage_unavailable: '门户暂时无法保存更改（磁盘已满或只读），本次操作未生效，请稍后再试。',
+  'nav.requests': '注册申请',
+  'register.mode.domains': '仅限 {domains} 邮箱申请。',
+  'register.mode.approval': '每个申请都需管理员批准；批准后凭申请时给出的查询码领取密钥。',
+  'register.claimLink': '已经申请过？凭查询码领取密钥。',
+  'waiting.title': '等待管理员批准',
+  'waiting.lead': '{email} 的申请正在等待管理员批准。',
+  'waiting.code': '你的查询码（只显示这一次，请复制保存）：管理员批准后，凭它领取密钥。',
+  'waiting.check': '立即查询', 'waiting.later': '也可以稍后在“领取密钥”页面粘贴查询码。',
+  'claim.title': '领取密钥', 'claim.code': '申请时给出的查询码', 'claim.submit': '查询',
+  'admin.requests.title': '注册申请', 'admin.requests.none': '暂无申请。',
+  'admin.requests.mode': '注册方式：{mode}。', 'admin.requests.approve': '批准', 'admin.requests.deny': '拒绝',
+  'admin.requests.approved': '已批准：申请人凭查询码领取密钥。', 'admin.requests.denied': '已拒绝。',
+  'request.pending': '待处理', 'request.approved': '已批准，尚未领取', 'request.denied': '已拒绝', 'request.claimed': '已领取',
+  'col.email': '邮箱', 'col.name': '姓名', 'col.requested': '申请时间', 'col.actions': '操作',
+  'admin.keys.samePerson': '注册该邮箱的人与此密钥的持有人是同一人（该邮箱已有用户自行注册的密钥时需勾选）',
 };
 
 const dictionaries: Record<Locale, Record<MessageKey, string>> = { en, 'zh-CN': zh };
@@ -189,11 +201,6 @@ export function translator(locale: Locale): Translate {
     if (vars) for (const [k, v] of Object.entries(vars)) s = s.replaceAll(`{${k}}`, String(v));
     return s;
   };
-}
-
-export function errorMessage(locale: Locale, code: string, message: string): string {
-  if (locale !== 'zh-CN' || !errorsZh[code]) return message;
-  return errorsZh[code]!.replace('{message}', message);
 }
 
 /** The language a request gets: the switch's cookie, else Accept-Language (any zh → zh-CN), else English. */

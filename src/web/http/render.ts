@@ -1,8 +1,8 @@
 import type { Request, Response } from 'express';
-import type { Actor } from '../keys/service.js';
-import { sessionActor } from './auth.js';
+import type { Actor } from '../../audit.js';
+import type { AppError } from '../../errors.js';
 import type { WebDeps } from './deps.js';
-import { errorMessage, pickLocale, translator, type Translate } from './i18n.js';
+import { pickLocale, translator, type Translate } from './i18n.js';
 
 export interface PageOptions {
   title: string;
@@ -15,11 +15,11 @@ export interface PageOptions {
 
 /** The banner a page shows while CLIProxyAPI is unreachable or refuses the portal. */
 function bannerFor(deps: WebDeps, t: Translate, area: string): string | null {
-  const s = deps.cliproxy.status();
+  const s = deps.health.cliproxy();
   if (s.error_code === 'management_key_rejected') return t('banner.rejected');
   if (s.reachable === false) return t('banner.unreachable');
   if (s.error && area === 'admin') return t('banner.other', { error: s.error });
-  const usageError = deps.usage.status().error;
+  const usageError = deps.health.usage().error;
   if (usageError && area === 'admin') return t('banner.usage', { error: usageError });
   return null;
 }
@@ -29,7 +29,7 @@ export function renderPage(deps: WebDeps, req: Request, res: Response, view: str
   const locale = pickLocale(req);
   const t = translator(locale);
   let actor: Actor;
-  try { actor = sessionActor(req, deps); } catch { actor = { kind: 'anonymous' }; }
+  try { actor = deps.auth.sessionActor(req); } catch { actor = { kind: 'anonymous' }; }
   const area = o.area ?? 'user';
   res.status(o.status ?? 200);
   res.setHeader('Cache-Control', 'no-store');
@@ -38,13 +38,15 @@ export function renderPage(deps: WebDeps, req: Request, res: Response, view: str
   res.render(view, {
     ...o, area, nav: o.nav ?? '', t, locale, actor, csrf: deps.sessions.csrfToken(req, res),
     banner: bannerFor(deps, t, area), publicUrl: deps.config.CLIPROXY_PUBLIC_URL, currentPath: req.originalUrl,
+    approvals: deps.registration.mode === 'approval',
     // An ISO instant as wall-clock time in TIMEZONE ('2026-11-23 00:00 +08:00').
     localTime: (iso: string) => deps.zone.format(Date.parse(iso)),
   });
 }
 
-export function localError(req: Request, code: string, message: string): string {
-  return errorMessage(pickLocale(req), code, message);
+/** A form's problem as its page shows it: the status to answer and the message in the reader's language. */
+export function problem(req: Request, err: AppError): { status: number; problem: string } {
+  return { status: err.status, problem: err.text(pickLocale(req)) };
 }
 
 /** A path from a query parameter that stays on this site. */

@@ -1,0 +1,15 @@
+import { EventEmitter } from 'node:events';
+
+/**
+ * What services tell each other, so none reaches into another's caches: the key services say when
+ * keys changed (the statistics drop their cached leaderboard), the ingestor says whose usage it just
+ * counted (quota enforcement looks at those keys).
+ */
+export interface PortalEvents {
+  /** Keys were issued, revoked, changed or minted. */
+  'keys.changed': [];
+  /** Successful usage of these managed key ids was just committed. */
+  'usage.counted': [keyIds: Set<string>];
+}
+
+export class Events extends EventEmitter<PortalEvents> {}

@@ -1,0 +1,187 @@
+import { Router, type Request, type Response } from 'express';
+import type { Actor } from '../../audit.js';
+import { AppError, fail, invalidField } from '../../errors.js';
+import type { IssuedKey } from '../../keys/service.js';
+import type { WebDeps } from '../http/deps.js';
+import { apiOnly, pagesOnly } from '../http/errors.js';
+import { actorOf, adminApi, adminPage } from '../http/guards.js';
+import { pickLocale, translator } from '../http/i18n.js';
+import { pageHref, pageNumber } from '../http/paging.js';
+import { problem, renderPage } from '../http/render.js';
+import { adminKeyBody, adminKeyPatch, emailParam, formToJson, keyRef, parseBody, queryInt, queryOne } from '../http/validate.js';
+
+const STATUSES = ['pending', 'active', 'suspended', 'revoked'];
+const KEYS_PER_PAGE = 50;
+const DONE = new Set(['update', 'suspend', 'resume', 'reset', 'revoke']);
+const FORM = { numbers: ['daily_limit', 'daily_token_limit'], booleans: ['same_person'] };
+
+/**
+ * The admin's keys: the JSON API (Bearer ADMIN_TOKEN) and the pages on the same paths (an admin
+ * session; forms post with a CSRF token). Rules live in the key and quota services.
+ */
+export function adminKeysRouter(deps: WebDeps): Router {
+  const { keys, quota, stats, zone, clock } = deps;
+  const t = (req: Request) => translator(pickLocale(req));
+
+  /** An expiry, when given, must lie ahead. */
+  const futureOnly = (expiresAt: string | null | undefined) => {
+    if (expiresAt && Date.parse(expiresAt) <= clock.now()) throw invalidField('expires_at', 'future');
+  };
+
+  const create = (raw: unknown, actor: Actor): Promise<IssuedKey> => {
+    const body = parseBody(adminKeyBody, raw);
+    futureOnly(body.expires_at);
+    return keys.issue({
+      email: body.email ?? null, name: body.name, label: body.label ?? '', issuedBy: 'admin',
+      dailyLimit: body.daily_limit ?? 0, dailyTokenLimit: body.daily_token_limit ?? 0,
+      extra: body.expires_at ? { expires_at: body.expires_at } : undefined, samePerson: body.same_person,
+    }, actor);
+  };
+
+  const createdView = (issued: IssuedKey) => {
+    const v = stats.keyView(issued.key);
+    return { key: issued.key, key_id: issued.key_id, label: v.label, daily_limit: v.daily_limit, daily_token_limit: v.daily_token_limit,
+      expires_at: v.expires_at, created_at: v.created_at, email: v.email, status: v.status };
+  };
+
+  const filterOf = (req: Request, strict: boolean) => {
+    const status = queryOne(req.query, 'status', 20) ?? '';
+    if (status && !STATUSES.includes(status)) {
+      if (strict) throw invalidField('status', 'one_of', { values: STATUSES.join(', ') });
+      return { status: '', q: queryOne(req.query, 'q', 100) ?? '' };
+    }
+    return { status, q: queryOne(req.query, 'q', 100) ?? '' };
+  };
+
+  // ---- the JSON API --------------------------------------------------------------------------
+
+  const api = Router();
+  api.use(['/admin/keys', '/admin/reset-usage'], apiOnly, adminApi(deps));
+
+  api.get('/admin/keys', (req, res) => {
+    const { status, q } = filterOf(req, true);
+    const perPage = queryInt(req.query, 'per_page', 1, 500) ?? KEYS_PER_PAGE;
+    const page = queryInt(req.query, 'page', 1, 1e9) ?? 1;
+    const email = queryOne(req.query, 'email');
+    const { keys: list, total } = stats.adminKeys({ status: status || undefined, q: q.toLowerCase() || undefined, email: email === undefined ? undefined : emailParam(email), offset: (page - 1) * perPage, limit: perPage });
+    res.json({ keys: list, total, page, per_page: perPage, pages: Math.max(1, Math.ceil(total / perPage)) });
+  });
+
+  api.post('/admin/keys', async (req, res) => {
+    res.status(201).json(createdView(await create(req.body, actorOf(res))));
+  });
+
+  api.get('/admin/keys/:id', (req, res) => {
+    res.json(stats.keyView(keys.resolve(String(req.params.id)).key));
+  });
+
+  api.patch('/admin/keys/:id', async (req, res) => {
+    const { key } = keys.resolve(String(req.params.id));
+    const changes = parseBody(adminKeyPatch, req.body);
+    futureOnly(changes.expires_at);
+    await quota.update(key, changes, actorOf(res));
+    res.json(stats.keyView(key));
+  });
+
+  api.delete('/admin/keys/:id', async (req, res) => {
+    const { key } = keys.resolve(String(req.params.id));
+    res.json({ revoked: true, key_id: (await keys.revoke({ key }, actorOf(res))).key_id });
+  });
+
+  api.post('/admin/keys/:id', () => { throw fail('method_not_allowed'); });
+
+  api.post('/admin/reset-usage', async (req, res) => {
+    const ref = parseBody(keyRef, req.body);
+    const { key } = keys.resolve(ref.key || ref.key_id!);
+    await quota.reset(key, actorOf(res));
+    res.json({ reset: true, ...stats.keyUsage(key) });
+  });
+
+  // ---- the pages -------------------------------------------------------------------------------
+
+  const pages = Router();
+  pages.use(['/admin/keys', '/admin/reset-usage'], pagesOnly, adminPage(deps));
+
+  const keysPage = (req: Request, res: Response, extra: Record<string, unknown> = {}) => {
+    const { status, q } = filterOf(req, false);
+    const filter = { status: status || undefined, q: q.toLowerCase() || undefined };
+    // Views are built for the page shown only (a view reads usage.db; there may be 30k keys).
+    const total = stats.adminKeys({ ...filter, offset: 0, limit: 0 }).total;
+    const pages = Math.max(1, Math.ceil(total / KEYS_PER_PAGE));
+    const page = pageNumber(req.query.page, 1, pages);
+    const rows = stats.adminKeys({ ...filter, offset: (page - 1) * KEYS_PER_PAGE, limit: KEYS_PER_PAGE }).keys;
+    const pager = { page, pages, total, href: (n: number) => pageHref('/admin/keys', { status, q }, n) };
+    renderPage(deps, req, res, 'admin-keys', {
+      title: t(req)('admin.keys.title'), area: 'admin', nav: 'keys', rows, pager, filter: { status, q }, statuses: STATUSES, ...extra,
+    });
+  };
+
+  /** The page of one key (its forms; the revoke confirmation when asked). */
+  const keyPage = (req: Request, res: Response, key: string, extra: { confirmRevoke: boolean } & Record<string, unknown>) => {
+    const view = stats.keyView(key);
+    renderPage(deps, req, res, 'admin-key', {
+      title: `${t(req)('admin.keys.key')} ${view.key_id}`, area: 'admin', nav: 'keys', k: view,
+      expiresLocal: view.expires_at ? zone.wallClock(Date.parse(view.expires_at)) : '', ...extra,
+    });
+  };
+
+  pages.get('/admin/keys', (req, res) => keysPage(req, res));
+
+  pages.post('/admin/keys', async (req, res) => {
+    let issued: IssuedKey;
+    try {
+      issued = await create(formToJson(req.body, { ...FORM, zone }), actorOf(res));
+    } catch (err) {
+      if (!(err instanceof AppError) || err.status >= 500) throw err;
+      return keysPage(req, res, { ...problem(req, err), form: req.body });
+    }
+    renderPage(deps, req, res, 'admin-key-created', { title: t(req)('admin.keys.created'), area: 'admin', nav: 'keys', created: createdView(issued) });
+  });
+
+  pages.get('/admin/keys/:id', (req, res) => {
+    const { key } = keys.resolve(String(req.params.id));
+    const done = typeof req.query.done === 'string' && DONE.has(req.query.done) ? req.query.done : null;
+    keyPage(req, res, key, {
+      confirmRevoke: req.query.confirm === 'revoke',
+      notice: done ? t(req)(`admin.keys.done.${done as 'update'}`) : null,
+    });
+  });
+
+  /** The forms of the key page: change, suspend, resume, reset, revoke (after its confirmation). */
+  pages.post('/admin/keys/:id', async (req, res) => {
+    const { key } = keys.resolve(String(req.params.id));
+    const actor = actorOf(res);
+    const action = String(req.body?.action ?? '');
+    try {
+      if (action === 'update') {
+        const changes = parseBody(adminKeyPatch, formToJson(req.body, { ...FORM, clearable: ['expires_at'], zone }));
+        futureOnly(changes.expires_at);
+        await quota.update(key, changes, actor);
+      } else if (action === 'suspend' || action === 'resume') {
+        await quota.update(key, { status: action === 'suspend' ? 'suspended' : 'active' }, actor);
+      } else if (action === 'reset') {
+        await quota.reset(key, actor);
+      } else if (action === 'revoke') {
+        if (req.body?.confirm !== 'yes') throw fail('confirmation_required');
+        await keys.revoke({ key }, actor);
+      } else {
+        throw invalidField('action', 'one_of', { values: 'update, suspend, resume, reset, revoke' });
+      }
+    } catch (err) {
+      if (!(err instanceof AppError) || err.status >= 500) throw err;
+      return keyPage(req, res, key, { confirmRevoke: action === 'revoke', ...problem(req, err) });
+    }
+    res.redirect(303, `/admin/keys/${keys.idOf(key)}?done=${action}`);
+  });
+
+  pages.post('/admin/reset-usage', async (req, res) => {
+    const ref = parseBody(keyRef, formToJson(req.body, {}));
+    const { key } = keys.resolve(ref.key || ref.key_id!);
+    await quota.reset(key, actorOf(res));
+    res.redirect(303, `/admin/keys/${keys.idOf(key)}?done=reset`);
+  });
+
+  const r = Router();
+  r.use(api, pages);
+  return r;
+}

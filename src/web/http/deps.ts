@@ -1,0 +1,43 @@
+import type { RequestHandler } from 'express';
+import type { Audit } from '../../audit.js';
+import type { Clock } from '../../clock.js';
+import type { Config } from '../../config.js';
+import type { FailureGuard } from '../../failure-guard.js';
+import type { HealthService } from '../../health.js';
+import type { QuotaService } from '../../keys/quota.js';
+import type { RegistrationService } from '../../keys/registration.js';
+import type { KeyService } from '../../keys/service.js';
+import type { Logger } from '../../log.js';
+import type { SessionStore } from '../../store/sessions-store.js';
+import type { Zone } from '../../time/zone.js';
+import type { UsageService } from '../../usage/service.js';
+import type { StatsService } from '../../usage/stats.js';
+import type { Auth } from './auth.js';
+import type { Sessions } from './session.js';
+
+/** What the HTTP layer is handed: services only (no store, client or reconciler), plus its settings. */
+export interface AppDeps {
+  config: Config;
+  keys: KeyService;
+  registration: RegistrationService;
+  quota: QuotaService;
+  stats: StatsService;
+  usage: UsageService;
+  audit: Audit;
+  health: HealthService;
+  guard: FailureGuard;
+  sessionStore: SessionStore;
+  log: Logger;
+  clock: Clock;
+  /** TIMEZONE: every day, hour and time shown. */
+  zone: Zone;
+  adminToken: string;
+  sessionSecret: string;
+}
+
+/** What createApp builds on top: who is calling, sessions, and the shared registration limiters. */
+export interface WebDeps extends AppDeps {
+  auth: Auth;
+  sessions: Sessions;
+  registerLimits: RequestHandler[];
+}
