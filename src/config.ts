@@ -120,6 +120,11 @@ const schema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
     { message: 'must be one of fatal, error, warn, info, debug, trace, silent' }).default('info'),
   METRICS_TOKEN: secret.optional(),
+  GATEWAY_PORT: int(0, 65535).optional(),
+  GATEWAY_PUBLIC_URL: httpUrl.optional(),
+  GATEWAY_CONNECT_TIMEOUT_MS: int(100, 600_000).default(10_000),
+  GATEWAY_HEADERS_TIMEOUT_MS: int(1000, 3_600_000).default(600_000),
+  GATEWAY_BODY_TIMEOUT_MS: int(1000, 3_600_000).default(600_000),
 });
 
 type Raw = z.output<typeof schema>;

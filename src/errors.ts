@@ -79,6 +79,8 @@ export const REASONS = {
   order: { en: 'must not be after to', zh: '不能晚于结束日期' },
   cursor: { en: 'must be the cursor a previous page returned', zh: '必须是上一页返回的分页位置' },
   invalid: { en: 'is not valid', zh: '无效' },
+  too_many: { en: 'may have at most {max} entries', zh: '最多 {max} 项' },
+  model: { en: 'must be model names (or prefixes ending in *) separated by commas', zh: '必须是用逗号分隔的模型名（或以 * 结尾的前缀）' },
 } as const satisfies Record<string, { en: string; zh: string }>;
 
 export type Reason = keyof typeof REASONS;
@@ -89,6 +91,7 @@ export const FIELD_NAMES_ZH: Record<string, string> = {
   daily_token_limit: '每日 token 上限', expires_at: '到期时间', status: '状态', count: '数量', preload: '预加载',
   days: '天数', from: '开始日期', to: '结束日期', model: '模型', granularity: '粒度', failed: '失败',
   limit: '条数', before: '分页位置', action: '操作', token: '令牌', body: '请求内容',
+  rpm_limit: '每分钟请求上限', max_concurrency: '并发上限', allowed_models: '可用模型',
 };
 
 export type ErrorVars = Record<string, string | number>;

@@ -21,6 +21,8 @@ import type { AppDeps } from './web/http/deps.js';
 import { Audit } from './audit.js';
 import { Events } from './events.js';
 import { FailureGuard } from './failure-guard.js';
+import { Admission } from './gateway/admission.js';
+import { Gateway } from './gateway/server.js';
 import { HealthService } from './health.js';
 import { RegistrationService } from './keys/registration.js';
 import { RequestsStore } from './store/requests-store.js';
@@ -46,6 +48,8 @@ export interface Portal extends AppDeps {
   logFile: LogFile | null;
   server: Server;
   port: number;
+  /** The gateway, when GATEWAY_PORT is set. */
+  gateway: Gateway | null;
   url: string;
   jobs: JobRegistry;
   sentinel: string;
@@ -156,14 +160,31 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     jobs.add({ name: 'quota-sweep', schedule: '*/5 * * * * *', run: () => quota.sweep() });
     const guard = new FailureGuard({ setting: config.AUTH_FAILURE_LIMIT, now: () => clock.now(), audit, log });
     const health = new HealthService({ config, cliproxy, usage, store, reconciler, logFile, lockedOut: () => guard.lockedOut() });
+    // The gateway (GATEWAY_PORT): CLIProxyAPI's client APIs with the limits checked before forwarding.
+    let gateway: Gateway | null = null;
+    let gatewayPort: number | null = null;
+    if (config.GATEWAY_PORT !== undefined) {
+      const admission = new Admission({ usage: usageStore, zone, clock });
+      events.on('usage.counted', (ids) => admission.counted(ids));
+      events.on('keys.changed', () => admission.changed());
+      gateway = new Gateway({
+        upstream: config.CLIPROXY_URL, keys, admission, log: log.child({ module: 'gateway' }), prefix: config.KEY_PREFIX,
+        connectTimeoutMs: config.GATEWAY_CONNECT_TIMEOUT_MS, headersTimeoutMs: config.GATEWAY_HEADERS_TIMEOUT_MS, bodyTimeoutMs: config.GATEWAY_BODY_TIMEOUT_MS,
+      });
+      gatewayPort = await gateway.listen(config.GATEWAY_PORT, config.HOST);
+      const g = gateway;
+      cleanups.push(() => g.close());
+      log.info({ module: 'gateway', port: gatewayPort }, `gateway listening on ${config.HOST}:${gatewayPort}, forwarding to ${config.CLIPROXY_URL}`);
+    }
     const deps: AppDeps = {
-      config, keys, registration, quota, stats, usage, audit, health, guard, sessionStore, log, clock, zone, adminToken, sessionSecret,
+      config, keys, registration, quota, stats, usage, audit, health, guard, sessionStore, log, clock, zone, adminToken, sessionSecret, gatewayPort,
     };
     const app = createApp(deps);
     const server = await listen(app, config.PORT, config.HOST);
     cleanups.push(() => closeServer(server));
     const port = (server.address() as AddressInfo).port;
     lock.setAddress(config.HOST, port);
+
 
     log.info({ module: 'main', config: describeConfig(config) }, 'configuration');
     if (!cliproxy.configured) {
@@ -178,7 +199,7 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     log.info({ module: 'main', port, pool: store.poolStatus() }, `key-portal listening on ${url}`);
 
     return {
-      ...deps, store, reconciler, cliproxy, usageStore, requests, events, logFile, server, port, url, jobs, sentinel, ready,
+      ...deps, store, reconciler, cliproxy, usageStore, requests, events, logFile, server, port, url, jobs, sentinel, ready, gateway,
       async stop() {
         await cleanup();
         log.info({ module: 'main' }, 'stopped');

@@ -28,9 +28,17 @@ export interface KeyChanges {
   daily_token_limit?: number;
   expires_at?: string | null;
   status?: 'active' | 'suspended';
+  rpm_limit?: number;
+  max_concurrency?: number;
+  allowed_models?: string[];
 }
 
 const QUOTA_REASONS = new Set(['daily_limit', 'daily_token_limit']);
+
+/** A field a record may lack, as its absence reads (so setting it to that is no change). */
+function defaultOf(field: string): unknown {
+  return field === 'allowed_models' ? [] : field === 'rpm_limit' || field === 'max_concurrency' ? 0 : field === 'expires_at' ? null : undefined;
+}
 
 /** Suspended for reaching a daily limit (not by an admin's hand): what midnight, resets and raised limits lift. */
 function limitSuspended(r: KeyRecord): boolean {
@@ -213,7 +221,9 @@ export class QuotaService {
     const id = keyIdOf(this.store.prefix, key);
     const { status, ...fields } = changes;
     const patch: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(fields)) if (v !== undefined && (before as Record<string, unknown>)[k] !== v) patch[k] = v;
+    for (const [k, v] of Object.entries(fields)) {
+      if (v !== undefined && JSON.stringify((before as Record<string, unknown>)[k] ?? defaultOf(k)) !== JSON.stringify(v)) patch[k] = v;
+    }
     if (status === 'active' && limitSuspended(before) &&
         this.reached(key, { ...before, ...patch } as KeyRecord)) {
       throw fail('over_limit');

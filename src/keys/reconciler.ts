@@ -91,27 +91,62 @@ export class Reconciler {
    * Runs one management write after the previous one has settled: its reload seen (the refresh
    * message, when the subscription brings them) or, without that signal, a quiet gap.
    */
-  private write(fn: () => Promise<void>): Promise<void> {
+  private write(fn: () => Promise<boolean | void>): Promise<void> {
     this.queued++;
     const run = this.writes.then(async () => {
       this.queued--;
       const wait = this.quietUntil - Date.now();
       if (wait > 0) await sleep(wait);
       const before = this.deps.reloads?.count ?? 0;
+      let wrote: boolean | void = true;
       try {
-        await fn();
+        wrote = await fn();
       } finally {
-        const reloads = this.deps.reloads;
-        if (reloads?.available) {
-          await reloads.wait(before, 1500); // a write that changed nothing has no reload: bounded
-          this.quietUntil = 0;
-        } else {
-          this.quietUntil = Date.now() + this.gapMs();
+        // A write skipped (already done by someone else since it was asked for) changed nothing: no wait.
+        if (wrote !== false) {
+          const reloads = this.deps.reloads;
+          if (reloads?.available) {
+            await reloads.wait(before, 1500); // a write that changed nothing has no reload: bounded
+            this.quietUntil = 0;
+          } else {
+            this.quietUntil = Date.now() + this.gapMs();
+          }
         }
       }
     });
     this.writes = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * Keys an add() or remove() has queued and not yet written; and, for a while, when each key's last
+   * write landed. A full pass reads CLIProxyAPI's list and then waits its turn behind those writes: it
+   * must not write a key again that one of them has written (or will write) since its read — each such
+   * write would cost CLIProxyAPI a reload, or the portal a wait for one that never comes.
+   */
+  private readonly underWay = new Map<string, 'add' | 'remove'>();
+  private readonly landed = new Map<string, { op: 'add' | 'remove'; at: number }>();
+
+  private writeKey(op: 'add' | 'remove', key: string, unlessLandedSince?: number): Promise<boolean> {
+    let wrote = false;
+    return this.write(async () => {
+      const l = this.landed.get(key);
+      if (unlessLandedSince !== undefined && l && l.op === op && l.at >= unlessLandedSince) return false;
+      await (op === 'add' ? this.deps.client.addKey(key) : this.deps.client.removeKey(key));
+      this.landed.set(key, { op, at: Date.now() });
+      wrote = true;
+      return true;
+    }).then(() => wrote);
+  }
+
+  /** add()/remove(): the key is marked under way from the call until its write is done. */
+  private async ownWrite(op: 'add' | 'remove', key: string): Promise<void> {
+    this.underWay.set(key, op);
+    try {
+      await this.writeKey(op, key);
+    } finally {
+      if (this.underWay.get(key) === op) this.underWay.delete(key);
+    }
   }
 
   private gapMs(): number { return this.deps.settleMs ?? 250; }
@@ -141,9 +176,9 @@ export class Reconciler {
    * retries).
    */
   async add(keys: string[]): Promise<void> {
-    const { store, client } = this.deps;
+    const { store } = this.deps;
     try {
-      for (const key of keys) await this.write(() => client.addKey(key));
+      for (const key of keys) await this.ownWrite('add', key);
     } catch (err) {
       this.onError(err);
       throw err;
@@ -156,7 +191,7 @@ export class Reconciler {
   /** Takes keys out of CLIProxyAPI (a DELETE each, no read first); resolves once it refuses them (bounded). */
   async remove(keys: string[]): Promise<void> {
     try {
-      for (const key of keys) await this.write(() => this.deps.client.removeKey(key));
+      for (const key of keys) await this.ownWrite('remove', key);
     } catch (err) {
       this.onError(err);
       throw err;
@@ -193,6 +228,8 @@ export class Reconciler {
     };
     const confirmed: string[] = []; // pending keys CLIProxyAPI already holds
     try {
+      const readAt = Date.now();
+      for (const [k, l] of this.landed) if (l.at < readAt - 600_000) this.landed.delete(k);
       const present = new Set((await client.listKeys()).map((k) => k.trim()).filter(Boolean));
       report.was_empty = present.size === 0;
       if (report.was_empty && !this.warnedEmpty) {
@@ -217,10 +254,18 @@ export class Reconciler {
       }
       const adding = new Set(toAdd);
       for (const k of pending) if (!adding.has(k)) confirmed.push(k);
-      for (const k of toAdd) { await this.write(() => client.addKey(k)); report.added.push(this.id(k)); }
-      for (const k of toRemove) { await this.write(() => client.removeKey(k)); report.removed.push(this.id(k)); }
+      const written = new Set<string>();
+      for (const k of toAdd) {
+        if (this.underWay.get(k) === 'add' || !(await this.writeKey('add', k, readAt))) continue; // its own add() writes it
+        written.add(k);
+        report.added.push(this.id(k));
+      }
+      for (const k of toRemove) {
+        if (this.underWay.get(k) === 'remove' || !(await this.writeKey('remove', k, readAt))) continue;
+        report.removed.push(this.id(k));
+      }
       const wasPending = new Set(pending);
-      const added = toAdd.filter((k) => wasPending.has(k));
+      const added = [...written].filter((k) => wasPending.has(k));
       if (added.length) {
         const accepted = await Promise.all(added.map(async (k) => ((await this.until(k, 'accepted')) ? k : null)));
         confirmed.push(...accepted.filter((k): k is string => k !== null));

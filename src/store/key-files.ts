@@ -22,6 +22,10 @@ export interface KeyRecord {
   readonly suspension?: Suspension | null;
   /** An admin reset: requests that started before it no longer count against today's limits. */
   readonly quota_reset?: QuotaReset | null;
+  /** Gateway limits (0 or absent: none): requests started per minute, requests at once, models allowed. */
+  readonly rpm_limit?: number;
+  readonly max_concurrency?: number;
+  readonly allowed_models?: readonly string[];
   readonly [extra: string]: unknown;
 }
 

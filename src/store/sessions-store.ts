@@ -4,7 +4,7 @@ import { CorruptDataFile } from './atomic-file.js';
 import { JsonDoc } from './json-doc.js';
 
 /** Who a browser session is: a key holder (by the key id they signed in with) or the admin. */
-export type SessionData = { kind: 'user'; key_id: string; email: string } | { kind: 'admin'; token_fp: string };
+export type SessionData = { kind: 'user'; key_id: string; email: string } | { kind: 'holder'; key_id: string } | { kind: 'admin'; token_fp: string };
 export type StoredSession = SessionData & { created_at: number; expires_at: number };
 
 interface SessionsFile { version: '1'; sessions: Record<string, StoredSession> }
@@ -13,7 +13,7 @@ interface SessionsFile { version: '1'; sessions: Record<string, StoredSession> }
 export const SESSIONS_PER_PERSON = 20;
 
 const hashSid = (sid: string) => createHash('sha256').update(`kp-session:${sid}`).digest('base64url');
-const owner = (s: SessionData) => (s.kind === 'admin' ? 'admin' : `user:${s.email}`);
+const owner = (s: SessionData) => (s.kind === 'admin' ? 'admin' : s.kind === 'holder' ? `key:${s.key_id}` : `user:${s.email}`);
 
 /**
  * data/sessions.json: the browser sessions that are signed in, by the hash of their id (the file

@@ -16,6 +16,10 @@ export interface KeyView {
   daily_limit: number;
   daily_token_limit: number;
   expires_at: string | null;
+  /** Gateway limits (0 / empty: none). */
+  rpm_limit: number;
+  max_concurrency: number;
+  allowed_models: string[];
   created_at: string;
   issued_by: string;
   revoked_at: string | null;
@@ -78,6 +82,7 @@ export class StatsService {
     return {
       key_id: id, masked: maskKey(store.prefix, key), email: r.email, label: r.label, status: r.status,
       daily_limit: r.daily_limit, daily_token_limit: r.daily_token_limit, expires_at: r.expires_at ?? null,
+      rpm_limit: r.rpm_limit ?? 0, max_concurrency: r.max_concurrency ?? 0, allowed_models: [...(r.allowed_models ?? [])],
       created_at: r.created_at, issued_by: r.issued_by, revoked_at: r.revoked_at, suspension: r.suspension ?? null,
       today: { requests: today.requests, tokens: today.tokens },
       quota: {

@@ -84,6 +84,27 @@ describe('keeping CLIProxyAPI’s key list right', () => {
     }
   });
 
+  // Reproduction (real v7.2.140 and v6.9.49): a pass that read the list during a burst of 50
+  // registrations wrote the keys still waiting their turn once more — 195 PATCHes for 103 keys, each
+  // extra one on v7 waiting 1.5 s for a reload that never came, so later registrations took 1.5 s.
+  it('writes each key of a burst once, even when a full pass reads the list in the middle of it', async () => {
+    const t = await startTestPortal({ fakeOptions: { reloadDelayMs: 20 }, settleMs: 30 });
+    try {
+      const before = t.fake.calls.filter((c) => c.method === 'PATCH').length;
+      const burst = Promise.all(Array.from({ length: 20 }, (_, i) => call(t.url, 'POST', '/api/register-key', { body: { email: `burst${i}@x.cn` } })));
+      await waitFor(() => t.fake.calls.filter((c) => c.method === 'PATCH').length >= before + 3, 'the burst under way');
+      const report = await t.portal.reconciler.run(); // reads the list with most of the burst still queued
+      const answers = await burst;
+      assert.deepEqual([...new Set(answers.map((a) => a.status))], [201]);
+      await t.portal.reconciler.idle();
+      assert.equal(t.fake.calls.filter((c) => c.method === 'PATCH').length - before, 20, 'one PATCH per key');
+      assert.deepEqual(report.added, [], 'the pass left the queued keys to their own writes');
+      for (const a of answers) assert.equal(await chat(t.fake, a.body.key), 200);
+    } finally {
+      await t.stop();
+    }
+  });
+
   it('keeps an operator’s key added between the portal’s read and its write', async () => {
     const t = await startTestPortal();
     try {

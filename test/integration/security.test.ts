@@ -299,7 +299,7 @@ describe('registration modes', () => {
       assert.equal((await call(t.url, 'POST', `/admin/requests/${request_id}/approve`, { token: ADMIN, body: {} })).body.status, 'approved');
       assert.equal((await call(t.url, 'POST', `/admin/requests/${request_id}/deny`, { token: ADMIN, body: {} })).body.error.code, 'registration_decided');
       const got = await call(t.url, 'POST', '/api/claim-key', { body: { claim } });
-      assert.equal(got.status, 200);
+      assert.equal(got.status, 201);
       assert.match(got.body.key, /^usr_pool_\d{4}_/);
       assert.equal(got.body.email, 'wait@x.cn');
       assert.equal((await call(t.url, 'POST', '/api/claim-key', { body: { claim } })).body.error.code, 'registration_claimed', 'shown once');

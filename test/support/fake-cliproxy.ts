@@ -1,5 +1,6 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import net, { type AddressInfo, type Socket } from 'node:net';
+import { WebSocketServer } from 'ws';
 import { respMessage, serveResp } from './fake-resp.js';
 
 /**
@@ -113,6 +114,21 @@ export class FakeCliproxy {
   /** Starts listening again on the same port (after stop(): "CLIProxyAPI is back"). */
   async listen(): Promise<void> {
     const web = http.createServer((req, res) => { void this.handle(req, res); });
+    // The Responses API over a WebSocket (GET /v1/responses with Upgrade): authenticated like any
+    // client route; the fake echoes each message back.
+    const wss = new WebSocketServer({ noServer: true });
+    web.on('upgrade', (req, socket, head) => {
+      const url = new URL(req.url ?? '/', 'http://fake');
+      const auth = this.authenticate(req, url);
+      if ('status' in auth || url.pathname !== '/v1/responses') {
+        socket.end(`HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"error":"Invalid API key"}`);
+        return;
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        this.sockets.add(socket as Socket);
+        ws.on('message', (data) => ws.send(`echo:${auth.key.slice(0, 14)}:${String(data)}`));
+      });
+    });
     // One port, two protocols: the first byte of a connection decides (RESP arrays start with '*').
     const server = net.createServer((socket) => {
       this.sockets.add(socket);
@@ -187,6 +203,7 @@ export class FakeCliproxy {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://fake');
+    if (url.pathname === '/v1/fake/sink') return this.sink(req, res, url);
     const body = await readBody(req);
     if (url.pathname === '/healthz') return json(res, 200, { status: 'ok' });
     if (url.pathname.startsWith('/v0/management/')) return this.management(req, res, url, body);
@@ -439,29 +456,87 @@ export class FakeCliproxy {
     return hit ? { key: hit.trim() } : { status: 401, error: 'Invalid API key' };
   }
 
+  /** Requests whose client went away before their answer was whole (the gateway must pass aborts on). */
+  aborted = 0;
+  /** What the last /v1/fake/echo request looked like as it arrived (headers, path, query). */
+  lastEcho: { method: string; path: string; query: string; headers: Record<string, string | string[] | undefined> } | null = null;
+
+  /** POST /v1/fake/sink: counts a body of any size as it streams in, holding none of it. */
+  private sink(req: IncomingMessage, res: ServerResponse, url: URL): void {
+    const auth = this.authenticate(req, url);
+    if ('status' in auth) { req.resume(); return json(res, auth.status, { error: auth.error }); }
+    let bytes = 0;
+    req.on('data', (c: Buffer) => { bytes += c.length; });
+    req.on('end', () => json(res, 200, { bytes }));
+  }
+
   private proxy(req: IncomingMessage, res: ServerResponse, url: URL, body: string): void {
     const auth = this.authenticate(req, url);
     if ('status' in auth) return json(res, auth.status, { error: auth.error });
     if (url.pathname === '/v1/models') {
       return json(res, 200, { object: 'list', data: [{ id: 'fake-chat', object: 'model', owned_by: 'fake' }] });
     }
-    if (url.pathname === '/v1/chat/completions' && req.method === 'POST') {
-      let model = 'fake-chat';
-      try { model = (JSON.parse(body) as { model?: string }).model ?? model; } catch { /* keep default */ }
-      // Tests steer the upstream with headers: its token counts, or a failure.
-      const input = Number(req.headers['x-fake-input-tokens'] ?? 42);
-      const output = Number(req.headers['x-fake-output-tokens'] ?? 17);
-      const fail = req.headers['x-fake-fail'] === '1';
-      this.recordUsage({ apiKey: auth.key, alias: model, input, output, failed: fail });
-      if (fail) return json(res, 500, { error: { message: 'upstream failed', type: 'server_error' } });
-      this.served.set(auth.key, (this.served.get(auth.key) ?? 0) + 1);
+    if (url.pathname === '/v1/fake/echo') {
+      this.lastEcho = { method: req.method ?? '', path: url.pathname, query: url.search, headers: { ...req.headers } };
+      return json(res, 200, { method: req.method, query: url.search, bytes: Buffer.byteLength(body) });
+    }
+    let parsed: { model?: string; stream?: boolean } = {};
+    try { parsed = JSON.parse(body) as typeof parsed; } catch { /* not JSON */ }
+    // Tests steer the upstream with headers: its token counts, a failure, a slow stream.
+    const input = Number(req.headers['x-fake-input-tokens'] ?? 42);
+    const output = Number(req.headers['x-fake-output-tokens'] ?? 17);
+    const fail = req.headers['x-fake-fail'] === '1';
+    const gapMs = Number(req.headers['x-fake-chunk-gap-ms'] ?? 0);
+    const chunks = Number(req.headers['x-fake-chunks'] ?? 3);
+    const gemini = /^\/v1beta\/models\/([^/:]+):(generateContent|streamGenerateContent)$/.exec(url.pathname);
+    const api = url.pathname === '/v1/chat/completions' ? 'openai' : url.pathname === '/v1/messages' ? 'anthropic' : gemini ? 'gemini' : null;
+    if (!api || req.method !== 'POST') return json(res, 404, { error: 'not found' });
+    const model = gemini ? decodeURIComponent(gemini[1]!) : parsed.model ?? 'fake-chat';
+    const stream = gemini ? gemini[2] === 'streamGenerateContent' : parsed.stream === true;
+    this.recordUsage({ apiKey: auth.key, alias: model, input, output, failed: fail });
+    if (fail) return json(res, 500, { error: { message: 'upstream failed', type: 'server_error' } });
+    this.served.set(auth.key, (this.served.get(auth.key) ?? 0) + 1);
+    const created = Math.floor(this.now() / 1000);
+    if (!stream) {
+      if (api === 'anthropic') {
+        return json(res, 200, { id: 'msg_fake', type: 'message', role: 'assistant', model, content: [{ type: 'text', text: 'ok' }],
+          stop_reason: 'end_turn', stop_sequence: null, usage: { input_tokens: input, output_tokens: output } });
+      }
+      if (api === 'gemini') {
+        return json(res, 200, { candidates: [{ content: { role: 'model', parts: [{ text: 'ok' }] }, finishReason: 'STOP', index: 0 }],
+          usageMetadata: { promptTokenCount: input, candidatesTokenCount: output, totalTokenCount: input + output }, modelVersion: model });
+      }
       return json(res, 200, {
-        id: 'chatcmpl-fake', object: 'chat.completion', created: Math.floor(this.now() / 1000), model,
+        id: 'chatcmpl-fake', object: 'chat.completion', created, model,
         choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
         usage: { prompt_tokens: input, completion_tokens: output, total_tokens: input + output },
       });
     }
-    json(res, 404, { error: 'not found' });
+    // A stream: one event per chunk, `gapMs` apart, as an upstream model writes them.
+    const events: string[] = [];
+    for (let i = 0; i < chunks; i++) {
+      if (api === 'anthropic') events.push(`event: content_block_delta\ndata: ${JSON.stringify({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: `t${i}` } })}\n\n`);
+      else if (api === 'gemini') events.push(`data: ${JSON.stringify({ candidates: [{ content: { role: 'model', parts: [{ text: `t${i}` }] }, index: 0 }] })}\r\n\r\n`);
+      else events.push(`data: ${JSON.stringify({ id: 'chatcmpl-fake', object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta: { content: `t${i}` } }] })}\n\n`);
+    }
+    if (api === 'anthropic') {
+      events.unshift(`event: message_start\ndata: ${JSON.stringify({ type: 'message_start', message: { id: 'msg_fake', type: 'message', role: 'assistant', model, content: [], usage: { input_tokens: input, output_tokens: 0 } } })}\n\n`);
+      events.push(`event: message_delta\ndata: ${JSON.stringify({ type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { output_tokens: output } })}\n\n`,
+        `event: message_stop\ndata: {"type":"message_stop"}\n\n`);
+    } else if (api === 'openai') {
+      events.push(`data: ${JSON.stringify({ id: 'chatcmpl-fake', object: 'chat.completion.chunk', created, model, choices: [], usage: { prompt_tokens: input, completion_tokens: output, total_tokens: input + output } })}\n\n`, 'data: [DONE]\n\n');
+    }
+    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+    let i = 0;
+    let timer: NodeJS.Timeout | null = null;
+    res.once('close', () => { if (!res.writableFinished) { this.aborted++; if (timer) clearTimeout(timer); } });
+    const next = () => {
+      if (res.destroyed) return;
+      if (i >= events.length) { res.end(); return; }
+      res.write(events[i++]);
+      timer = setTimeout(next, gapMs);
+    };
+    next();
   }
 }
 

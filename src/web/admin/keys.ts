@@ -13,7 +13,7 @@ import { adminKeyBody, adminKeyPatch, emailParam, formToJson, keyRef, parseBody,
 const STATUSES = ['pending', 'active', 'suspended', 'revoked'];
 const KEYS_PER_PAGE = 50;
 const DONE = new Set(['update', 'suspend', 'resume', 'reset', 'revoke']);
-const FORM = { numbers: ['daily_limit', 'daily_token_limit'], booleans: ['same_person'] };
+const FORM = { numbers: ['daily_limit', 'daily_token_limit', 'rpm_limit', 'max_concurrency'], booleans: ['same_person'] };
 
 /**
  * The admin's keys: the JSON API (Bearer ADMIN_TOKEN) and the pages on the same paths (an admin
@@ -34,13 +34,19 @@ export function adminKeysRouter(deps: WebDeps): Router {
     return keys.issue({
       email: body.email ?? null, name: body.name, label: body.label ?? '', issuedBy: 'admin',
       dailyLimit: body.daily_limit ?? 0, dailyTokenLimit: body.daily_token_limit ?? 0,
-      extra: body.expires_at ? { expires_at: body.expires_at } : undefined, samePerson: body.same_person,
+      extra: {
+        ...(body.expires_at ? { expires_at: body.expires_at } : {}),
+        ...(body.rpm_limit ? { rpm_limit: body.rpm_limit } : {}),
+        ...(body.max_concurrency ? { max_concurrency: body.max_concurrency } : {}),
+        ...(body.allowed_models?.length ? { allowed_models: body.allowed_models } : {}),
+      }, samePerson: body.same_person,
     }, actor);
   };
 
   const createdView = (issued: IssuedKey) => {
     const v = stats.keyView(issued.key);
     return { key: issued.key, key_id: issued.key_id, label: v.label, daily_limit: v.daily_limit, daily_token_limit: v.daily_token_limit,
+      rpm_limit: v.rpm_limit, max_concurrency: v.max_concurrency, allowed_models: v.allowed_models,
       expires_at: v.expires_at, created_at: v.created_at, email: v.email, status: v.status };
   };
 
@@ -154,7 +160,7 @@ export function adminKeysRouter(deps: WebDeps): Router {
     const action = String(req.body?.action ?? '');
     try {
       if (action === 'update') {
-        const changes = parseBody(adminKeyPatch, formToJson(req.body, { ...FORM, clearable: ['expires_at'], zone }));
+        const changes = parseBody(adminKeyPatch, formToJson(req.body, { ...FORM, clearable: ['expires_at', 'allowed_models'], zone }));
         futureOnly(changes.expires_at);
         await quota.update(key, changes, actor);
       } else if (action === 'suspend' || action === 'resume') {

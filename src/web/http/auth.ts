@@ -73,8 +73,9 @@ export class Auth {
       return safeEqual(s.token_fp, this.d.sessions.adminFingerprint(this.d.adminToken)) ? { kind: 'admin' } : { kind: 'anonymous' };
     }
     const found = this.d.keys.byId(s.key_id);
-    return found && found.record.status !== 'revoked' && found.record.email === s.email
-      ? { kind: 'user', email: s.email, key: found.key } : { kind: 'anonymous' };
+    if (!found || found.record.status === 'revoked') return { kind: 'anonymous' };
+    if (s.kind === 'holder') return found.record.email ? { kind: 'anonymous' } : { kind: 'holder', key: found.key };
+    return found.record.email === s.email ? { kind: 'user', email: s.email, key: found.key } : { kind: 'anonymous' };
   }
 
   /** A form (or a session's API call) that changes something: from this site, with this session's token. */
@@ -96,11 +97,10 @@ export class Auth {
   /** Refuses an address locked out for wrong credentials (sign-in forms say so before anything else). */
   checkAddress(req: Request): void { this.d.guard.check(req.ip ?? ''); }
 
-  /** The /my-keys sign-in form: a key that is not revoked and belongs to someone. */
-  signInKey(req: Request, presented: string): { key: string; record: KeyRecord; email: string } {
+  /** The /my-keys sign-in form: a key that is not revoked (a trial key signs in as itself, with no email). */
+  signInKey(req: Request, presented: string): { key: string; record: KeyRecord; email: string | null } {
     const c = presented ? this.credential(req, presented, 'sign_in') : null;
     if (!c || c.kind === 'admin') throw fail('key_invalid');
-    if (!c.record.email) throw fail('trial_key');
     return { ...c, email: c.record.email };
   }
 

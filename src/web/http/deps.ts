@@ -33,6 +33,8 @@ export interface AppDeps {
   zone: Zone;
   adminToken: string;
   sessionSecret: string;
+  /** The gateway's port when GATEWAY_PORT is set: key holders are then sent there. */
+  gatewayPort: number | null;
 }
 
 /** What createApp builds on top: who is calling, sessions, and the shared registration limiters. */

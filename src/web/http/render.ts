@@ -1,7 +1,7 @@
 import type { Request, Response } from 'express';
 import type { Actor } from '../../audit.js';
 import type { AppError } from '../../errors.js';
-import type { WebDeps } from './deps.js';
+import type { AppDeps, WebDeps } from './deps.js';
 import { pickLocale, translator, type Translate } from './i18n.js';
 
 export interface PageOptions {
@@ -37,7 +37,7 @@ export function renderPage(deps: WebDeps, req: Request, res: Response, view: str
   res.setHeader('Vary', 'Accept-Language, Cookie');
   res.render(view, {
     ...o, area, nav: o.nav ?? '', t, locale, actor, csrf: deps.sessions.csrfToken(req, res),
-    banner: bannerFor(deps, t, area), publicUrl: deps.config.CLIPROXY_PUBLIC_URL, currentPath: req.originalUrl,
+    banner: bannerFor(deps, t, area), publicUrl: clientBaseUrl(deps, req), currentPath: req.originalUrl,
     approvals: deps.registration.mode === 'approval',
     // An ISO instant as wall-clock time in TIMEZONE ('2026-11-23 00:00 +08:00').
     localTime: (iso: string) => deps.zone.format(Date.parse(iso)),
@@ -52,4 +52,15 @@ export function problem(req: Request, err: AppError): { status: number; problem:
 /** A path from a query parameter that stays on this site. */
 export function localPath(value: unknown, fallback = '/'): string {
   return typeof value === 'string' && value.startsWith('/') && !value.startsWith('//') && !value.includes('\\') ? value : fallback;
+}
+
+/**
+ * The address key holders put in their tools: the gateway when it is on (GATEWAY_PUBLIC_URL, else
+ * the host this page was asked for with the gateway's port), else CLIPROXY_PUBLIC_URL.
+ */
+export function clientBaseUrl(deps: Pick<AppDeps, 'config' | 'gatewayPort'>, req: Request): string {
+  if (deps.gatewayPort === null) return deps.config.CLIPROXY_PUBLIC_URL;
+  if (deps.config.GATEWAY_PUBLIC_URL) return deps.config.GATEWAY_PUBLIC_URL;
+  const host = req.hostname.includes(':') ? `[${req.hostname}]` : req.hostname;
+  return `${req.protocol}://${host}:${deps.gatewayPort}`;
 }

@@ -92,12 +92,25 @@ export const labelBody = z.object({ label: text100.optional() });
 export const emailBody = z.object({ email });
 export const poolBody = z.object({ count: z.number().int().min(1).max(100_000), preload: z.boolean().optional() });
 
+/** Models a key may use through the gateway: names, or prefixes ending in `*`; empty or null: any. */
+const MODEL_NAME = /^[\x21-\x7e]{1,200}$/;
+const modelList = z.union([z.array(z.string()), z.string(), z.null()]).transform((v, ctx): string[] => {
+  const items = v === null ? [] : typeof v === 'string' ? v.split(/[,\s]+/) : v;
+  const out = [...new Set(items.map((m) => m.trim()).filter(Boolean))];
+  if (out.length > 100) return refuse(ctx, 'too_many', { max: 100 });
+  if (!out.every((m) => MODEL_NAME.test(m))) return refuse(ctx, 'model');
+  return out;
+});
+const gatewayLimits = { rpm_limit: limit.optional(), max_concurrency: limit.optional(), allowed_models: modelList.optional() };
+
 export const adminKeyBody = z.object({
+  ...gatewayLimits,
   label: text100.optional(), daily_limit: limit.optional(), daily_token_limit: limit.optional(), expires_at: expiresAt.optional(),
   email: email.optional(), name: text100.optional(), same_person: z.boolean().optional(),
 });
 
 export const adminKeyPatch = z.object({
+  ...gatewayLimits,
   label: text100.optional(), daily_limit: limit.optional(), daily_token_limit: limit.optional(), expires_at: expiresAt.optional(),
   status: z.enum(['active', 'suspended']).optional(),
 });

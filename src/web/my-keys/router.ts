@@ -65,6 +65,10 @@ export function myKeysRouter(deps: WebDeps): Router {
 
   pages.get('/my-keys', (req, res) => {
     const actor = auth.sessionActor(req);
+    // A trial key's holder: today's use, the limits and when they reset.
+    if (actor.kind === 'holder') {
+      return renderPage(deps, req, res, 'trial-usage', { title: t(req)('trial.title'), nav: 'my-keys', usage: stats.keyUsage(actor.key), keyView: stats.keyView(actor.key) });
+    }
     if (actor.kind !== 'user') return signInPage(req, res);
     const revoked = typeof req.query.revoked === 'string' && KEY_ID.test(req.query.revoked) ? req.query.revoked : null;
     renderPage(deps, req, res, 'my-keys', {
@@ -79,7 +83,9 @@ export function myKeysRouter(deps: WebDeps): Router {
       auth.requireCsrf(req);
       const presented = typeof req.body?.key === 'string' ? req.body.key.trim() : '';
       const found = auth.signInKey(req, presented);
-      await sessions.signIn(req, res, { kind: 'user', key_id: keys.idOf(found.key), email: found.email });
+      await sessions.signIn(req, res, found.email === null
+        ? { kind: 'holder', key_id: keys.idOf(found.key) }
+        : { kind: 'user', key_id: keys.idOf(found.key), email: found.email });
     } catch (err) {
       if (!(err instanceof AppError)) throw err;
       res.set(err.headers);

@@ -8,7 +8,7 @@ import type { WebDeps } from '../http/deps.js';
 import { apiOnly, pagesOnly } from '../http/errors.js';
 import { actorOf, adminApi, adminPage } from '../http/guards.js';
 import { pickLocale, translator } from '../http/i18n.js';
-import { problem, renderPage } from '../http/render.js';
+import { clientBaseUrl, problem, renderPage } from '../http/render.js';
 import { formToJson, parseBody, registerBody } from '../http/validate.js';
 
 const claimBody = z.object({ claim: z.string().max(100).transform((s) => s.trim()) });
@@ -27,10 +27,10 @@ export function registrationRouter(deps: WebDeps): Router {
   const { registration, config, keys, auth } = deps;
   const t = (req: Request) => translator(pickLocale(req));
 
-  const issuedJson = (issued: IssuedKey) => ({
+  const issuedJson = (req: Request, issued: IssuedKey) => ({
     key: issued.key, key_id: issued.key_id, email: issued.record.email, name: keys.user(issued.record.email ?? '')?.name ?? '',
     label: issued.record.label, status: issued.record.status, daily_limit: issued.record.daily_limit,
-    daily_token_limit: issued.record.daily_token_limit, created_at: issued.record.created_at, base_url: config.CLIPROXY_PUBLIC_URL,
+    daily_token_limit: issued.record.daily_token_limit, created_at: issued.record.created_at, base_url: clientBaseUrl(deps, req),
   });
   const claimOf = (req: Request) => auth.claim(req, parseBody(claimBody, req.body).claim, (code) => registration.claim(code));
 
@@ -43,7 +43,7 @@ export function registrationRouter(deps: WebDeps): Router {
   api.post('/api/register-key', ...deps.registerLimits, async (req, res) => {
     const actor = auth.actor(req);
     const result: RegistrationResult = await registration.register(parseBody(registerBody, req.body), actor);
-    if (result.kind === 'issued') return res.status(201).json(issuedJson(result.issued));
+    if (result.kind === 'issued') return res.status(201).json(issuedJson(req, result.issued));
     res.status(202).json({ status: 'awaiting_approval', request_id: result.request.id, email: result.request.email, claim: result.claim });
   });
 
@@ -51,7 +51,7 @@ export function registrationRouter(deps: WebDeps): Router {
   api.post('/api/claim-key', async (req, res) => {
     auth.actor(req); // a wrong key or token is a 401 here too, never ignored
     const c: ClaimResult = await claimOf(req);
-    if (c.state === 'issued') return res.json(issuedJson(c.issued));
+    if (c.state === 'issued') return res.status(201).json(issuedJson(req, c.issued));
     if (c.state === 'pending') return res.status(202).json({ status: 'awaiting_approval', request_id: c.request.id });
     throw fail(c.state === 'denied' ? 'registration_denied' : 'registration_claimed');
   });

@@ -1,0 +1,186 @@
+import type { Clock } from '../clock.js';
+import { usedToday } from '../keys/quota.js';
+import type { KeyRecord } from '../store/key-files.js';
+import type { UsageStore } from '../store/usage-store.js';
+import type { Zone } from '../time/zone.js';
+import type { Refusal } from './shapes.js';
+
+/** Why a request is refused before it is forwarded. */
+export interface Refused {
+  status: number;
+  kind: Refusal;
+  code: string;
+  message: string;
+  headers: Record<string, string>;
+}
+
+/** A request let through: release it exactly once when it ends, saying whether it succeeded. */
+export interface Lease {
+  headers: Record<string, string>;
+  release(succeeded: boolean): void;
+}
+
+interface KeyState {
+  inflight: number;
+  /** In-flight requests holding one unit of the daily limit. */
+  reserved: number;
+  /** When requests started, in the last minute (for rpm_limit), oldest first. */
+  starts: number[];
+  /** Successes through the gateway of requests that started at or after `since`. */
+  done: { since: number; count: number };
+  /** Today's counted usage (since the reset, if any): cached until the ingestor counts more for this key. */
+  counted: { since: number; requests: number; tokens: number } | null;
+}
+
+const MINUTE = 60_000;
+
+/**
+ * The gateway's limits, decided in memory before a request is forwarded.
+ *
+ * `daily_limit` is exact under concurrency: a request in flight holds a unit, a success keeps it, a
+ * failure gives it back. What has been used today is the larger of the usage counted from
+ * CLIProxyAPI's records (which also sees requests that did not come through the gateway, and
+ * survives a restart) and the successes this gateway saw (which are ahead of the records); the
+ * units held by requests in flight come on top. `daily_token_limit` is read from counted usage (the
+ * gateway does not read answers). `rpm_limit` counts requests started in the last 60 seconds,
+ * `max_concurrency` requests in flight. A reset is a point in time here too.
+ */
+export class Admission {
+  private readonly keys = new Map<string, KeyState>();
+  private day = { start: 0, next: 0 };
+
+  constructor(private readonly d: { usage: UsageStore; zone: Zone; clock: Clock }) {}
+
+  /** The ingestor counted usage of these keys: their cached totals are stale. */
+  counted(keyIds: Iterable<string>): void {
+    for (const id of keyIds) { const s = this.keys.get(id); if (s) s.counted = null; }
+  }
+
+  /** Keys changed (a reset moves the point today counts from): every cached total is stale. */
+  changed(): void {
+    for (const s of this.keys.values()) s.counted = null;
+  }
+
+  /** Requests in flight now (all keys). */
+  inflight(): number {
+    let n = 0;
+    for (const s of this.keys.values()) n += s.inflight;
+    return n;
+  }
+
+  private dayBounds(now: number): { start: number; next: number } {
+    if (now >= this.day.next || now < this.day.start) this.day = { start: this.d.zone.dayStart(now), next: this.d.zone.nextDayStart(now) };
+    return this.day;
+  }
+
+  private state(keyId: string): KeyState {
+    let s = this.keys.get(keyId);
+    if (!s) {
+      s = { inflight: 0, reserved: 0, starts: [], done: { since: 0, count: 0 }, counted: null };
+      this.keys.set(keyId, s);
+    }
+    return s;
+  }
+
+  /** Lets a request of `keyId` through, holding its units, or says why not. */
+  admit(keyId: string, record: KeyRecord): Lease | Refused {
+    const now = this.d.clock.now();
+    const { start, next } = this.dayBounds(now);
+    const resetAt = record.quota_reset?.at ? Date.parse(record.quota_reset.at) : NaN;
+    const since = resetAt >= start ? resetAt + 1 : start;
+    const s = this.state(keyId);
+    if (s.done.since !== since) s.done = { since, count: 0 };
+    const resetIn = Math.max(1, Math.ceil((next - now) / 1000));
+    const resetsAt = new Date(next).toISOString();
+
+    const dailyLimit = record.daily_limit || 0;
+    const tokenLimit = record.daily_token_limit || 0;
+    let used = 0;
+    if (dailyLimit || tokenLimit) {
+      if (!s.counted || s.counted.since !== since) {
+        const u = usedToday(this.d.usage, this.d.zone, now, keyId, record);
+        s.counted = { since, requests: u.requests, tokens: u.tokens };
+      }
+      used = Math.max(s.counted.requests, s.done.count) + s.reserved;
+      if (dailyLimit && used >= dailyLimit) {
+        return refuse(429, 'daily_limit_reached', `This key's daily limit of ${dailyLimit} requests is reached. It resets at ${this.d.zone.format(next)}.`,
+          { 'retry-after': String(resetIn), ...rateHeaders(dailyLimit, 0, resetIn) });
+      }
+      if (tokenLimit && s.counted.tokens >= tokenLimit) {
+        return refuse(429, 'daily_token_limit_reached', `This key's daily limit of ${tokenLimit} tokens is reached. It resets at ${this.d.zone.format(next)}.`,
+          { 'retry-after': String(resetIn) });
+      }
+    }
+
+    const rpm = record.rpm_limit || 0;
+    if (rpm) {
+      while (s.starts.length && s.starts[0]! <= now - MINUTE) s.starts.shift();
+      if (s.starts.length >= rpm) {
+        const wait = Math.max(1, Math.ceil((s.starts[0]! + MINUTE - now) / 1000));
+        return refuse(429, 'rpm_limit_reached', `This key may start ${rpm} requests a minute. Try again in ${wait} s.`,
+          { 'retry-after': String(wait), ...rateHeaders(rpm, 0, wait) });
+      }
+    }
+    const concurrency = record.max_concurrency || 0;
+    if (concurrency && s.inflight >= concurrency) {
+      return refuse(429, 'concurrency_limit_reached', `This key may have ${concurrency} requests under way at once. Try again when one has finished.`,
+        { 'retry-after': '1' });
+    }
+
+    // Admitted: hold the units.
+    s.inflight++;
+    if (dailyLimit) s.reserved++;
+    if (rpm) s.starts.push(now);
+    const headers = dailyLimit ? rateHeaders(dailyLimit, dailyLimit - used - 1, resetIn)
+      : rpm ? rateHeaders(rpm, rpm - s.starts.length, Math.max(1, Math.ceil((s.starts[0]! + MINUTE - now) / 1000))) : {};
+    if (dailyLimit) headers['x-ratelimit-reset-requests-at'] = resetsAt;
+    let released = false;
+    return {
+      headers,
+      release: (succeeded) => {
+        if (released) return;
+        released = true;
+        s.inflight--;
+        if (dailyLimit) s.reserved--;
+        if (succeeded && s.done.since === since) s.done.count++;
+        if (s.inflight === 0 && !s.starts.length && !dailyLimit && !tokenLimit) this.keys.delete(keyId); // nothing to remember
+      },
+    };
+  }
+
+  /** A connection that lasts (a WebSocket): only the concurrency limit applies, for as long as it is open. */
+  hold(keyId: string, record: KeyRecord): Lease | Refused {
+    const s = this.state(keyId);
+    const concurrency = record.max_concurrency || 0;
+    if (concurrency && s.inflight >= concurrency) {
+      return refuse(429, 'concurrency_limit_reached', `This key may have ${concurrency} requests under way at once. Try again when one has finished.`, { 'retry-after': '1' });
+    }
+    s.inflight++;
+    let released = false;
+    return { headers: {}, release: () => { if (!released) { released = true; s.inflight--; } } };
+  }
+}
+
+function refuse(status: number, code: string, message: string, headers: Record<string, string>): Refused {
+  return { status, kind: 'rate_limit', code, message, headers };
+}
+
+/** OpenAI's request headers: the limit, what is left, and when it is whole again (`1h2m3s`). */
+function rateHeaders(limit: number, remaining: number, resetSeconds: number): Record<string, string> {
+  return {
+    'x-ratelimit-limit-requests': String(limit),
+    'x-ratelimit-remaining-requests': String(Math.max(0, remaining)),
+    'x-ratelimit-reset-requests': duration(resetSeconds),
+  };
+}
+
+export function duration(seconds: number): string {
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const sec = seconds % 60;
+  return `${h ? `${h}h` : ''}${h || m ? `${m}m` : ''}${sec}s`;
+}
+
+export function isRefused(x: Lease | Refused): x is Refused {
+  return 'status' in x;
+}

@@ -1,0 +1,275 @@
+import http, { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import net, { type Socket } from 'node:net';
+import { Readable, type Duplex } from 'node:stream';
+import { Pool } from 'undici';
+import type { KeyService } from '../keys/service.js';
+import type { Logger } from '../log.js';
+import { keyIdOf } from '../keys/format.js';
+import { type Admission, isRefused, type Lease, type Refused } from './admission.js';
+import { candidates, stripOthers, type Candidate } from './credentials.js';
+import { geminiModel, ModelScanner } from './model-scan.js';
+import { dialectOf, errorBody, type Dialect, type Refusal } from './shapes.js';
+
+/** The paths CLIProxyAPI serves to clients; nothing else (its management API above all) is forwarded. */
+const FORWARDED = ['/v1/', '/v1beta/', '/openai/v1/', '/backend-api/codex/'];
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1): they belong to one connection and are never forwarded. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+
+/** How much of a body is held while looking for its `model` (keys restricted to some models only). */
+const MODEL_SCAN_BYTES = 16 * 1024 * 1024;
+
+export interface GatewayDeps {
+  upstream: string;
+  keys: KeyService;
+  admission: Admission;
+  log: Logger;
+  prefix: string;
+  connectTimeoutMs: number;
+  headersTimeoutMs: number;
+  bodyTimeoutMs: number;
+}
+
+type Headers = Record<string, string | string[] | undefined>;
+
+function withoutHopByHop(headers: IncomingMessage['headers'] | Record<string, string | string[] | undefined>): Headers {
+  const named = String(headers.connection ?? '').toLowerCase().split(',').map((s) => s.trim()).filter(Boolean);
+  const out: Headers = {};
+  for (const [k, v] of Object.entries(headers)) {
+    if (v === undefined || HOP_BY_HOP.has(k) || named.includes(k)) continue;
+    out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * The gateway (GATEWAY_PORT): the client APIs of CLIProxyAPI on a port of their own, forwarded
+ * unchanged — method, path, query, headers but the hop-by-hop ones, body — and streamed both ways
+ * without buffering, after the key and its limits were checked. Connections to CLIProxyAPI are
+ * pooled and kept alive (undici). A client that goes away aborts its upstream request.
+ */
+export class Gateway {
+  private readonly pool: Pool;
+  private readonly upstream: URL;
+  server: Server | null = null;
+
+  constructor(private readonly d: GatewayDeps) {
+    this.upstream = new URL(d.upstream);
+    this.pool = new Pool(this.upstream.origin, {
+      connections: 256, pipelining: 1, keepAliveTimeout: 30_000,
+      connect: { timeout: d.connectTimeoutMs }, headersTimeout: d.headersTimeoutMs, bodyTimeout: d.bodyTimeoutMs,
+    });
+  }
+
+  async listen(port: number, host: string): Promise<number> {
+    const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, (req, res) => { void this.handle(req, res); });
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket as Socket, head));
+    server.on('clientError', (_err, socket) => { if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n'); else socket.destroy(); });
+    this.server = server;
+    await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(port, host, () => { server.off('error', reject); resolve(); }); });
+    return (server.address() as net.AddressInfo).port;
+  }
+
+  async close(): Promise<void> {
+    const server = this.server;
+    if (server) {
+      server.closeIdleConnections();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const timer = setTimeout(() => server.closeAllConnections(), 5000);
+      await closed;
+      clearTimeout(timer);
+    }
+    await this.pool.close().catch(() => undefined);
+  }
+
+  /** Which key a request presents, in CLIProxyAPI's order, and what the gateway knows of it. */
+  private identify(req: IncomingMessage, rawQuery: string): { found: Candidate; keyId: string; record: NonNullable<ReturnType<KeyService['match']>>['record'] } | Refused {
+    const presented = candidates(req.headers, rawQuery);
+    if (!presented.length) return problem(401, 'authentication', 'missing_api_key', 'No API key was given. Send it as Authorization: Bearer <key> (or x-api-key).');
+    for (const c of presented) {
+      const hit = this.d.keys.match(c.value.trim());
+      if (!hit) continue;
+      const keyId = keyIdOf(this.d.prefix, hit.key);
+      const r = hit.record;
+      if (r.status === 'revoked') return problem(401, 'authentication', 'key_revoked', `Key ${keyId} was revoked. Ask for a new one.`);
+      if (r.expires_at && Date.parse(r.expires_at) <= Date.now()) return problem(403, 'permission', 'key_expired', `Key ${keyId} expired at ${r.expires_at}.`);
+      if (r.status === 'suspended') {
+        const s = r.suspension;
+        if (s && s.reason !== 'admin') {
+          const until = s.until ? Date.parse(s.until) : NaN;
+          const wait = Number.isFinite(until) ? Math.max(1, Math.ceil((until - Date.now()) / 1000)) : 3600;
+          const what = s.reason === 'daily_limit' ? `daily limit of ${r.daily_limit} requests` : `daily limit of ${r.daily_token_limit} tokens`;
+          return { ...problem(429, 'rate_limit', s.reason === 'daily_limit' ? 'daily_limit_reached' : 'daily_token_limit_reached',
+            `This key's ${what} is reached. It resets at ${s.until ?? 'midnight'}.`), headers: { 'retry-after': String(wait) } };
+        }
+        return problem(403, 'permission', 'key_suspended', `Key ${keyId} is suspended by an admin.`);
+      }
+      return { found: { ...c, value: c.value }, keyId, record: r };
+    }
+    return problem(401, 'authentication', 'invalid_api_key', 'This API key is not known here. Check it, or ask for a new one.');
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
+    const rawQuery = q < 0 ? '' : url.slice(q + 1);
+    const dialect = dialectOf(path);
+    if (path === '/healthz') return this.forward(req, res, { path: url, headers: withoutHopByHop(req.headers), dialect, body: null, lease: null });
+    if (!FORWARDED.some((p) => path.startsWith(p))) {
+      return send(res, dialect, problem(404, 'not_found', 'not_found', `${path} is not an API this gateway serves.`));
+    }
+    const who = this.identify(req, rawQuery);
+    if ('status' in who) return send(res, dialect, who);
+    const headers = withoutHopByHop(req.headers);
+    const query = stripOthers(headers, rawQuery, who.found.place);
+    const target = query ? `${path}?${query}` : path;
+
+    // A key restricted to some models: read the model (the Gemini path's, or the body's "model").
+    let body: Readable | null = hasBody(req) ? req : null;
+    const allowed = who.record.allowed_models;
+    if (allowed?.length) {
+      let model = geminiModel(path);
+      if (model === null && body) {
+        const scanned = await scanModel(req);
+        if ('refused' in scanned) return send(res, dialect, scanned.refused);
+        model = scanned.model;
+        body = scanned.body;
+      }
+      if (model === null) return send(res, dialect, problem(400, 'invalid_request', 'model_required', 'This key may use only some models, and the request names none.'));
+      if (!modelAllowed(allowed, model)) {
+        return send(res, dialect, problem(403, 'permission', 'model_not_allowed', `This key may not use ${model}. It may use: ${allowed.join(', ')}.`));
+      }
+    }
+
+    const lease = this.d.admission.admit(who.keyId, who.record);
+    if (isRefused(lease)) return send(res, dialect, lease);
+    return this.forward(req, res, { path: target, headers, dialect, body, lease });
+  }
+
+  private forward(req: IncomingMessage, res: ServerResponse,
+    o: { path: string; headers: Headers; dialect: Dialect; body: Readable | null; lease: Lease | null }): Promise<void> {
+    const ac = new AbortController();
+    let status = 0;
+    const end = (ok: boolean) => o.lease?.release(ok);
+    // The client went away before the answer was whole: abort upstream, give back the units.
+    res.once('close', () => {
+      if (!res.writableFinished) { ac.abort(); end(false); }
+    });
+    delete o.headers.host;
+    return this.pool.stream({
+      method: (req.method ?? 'GET') as 'GET', path: o.path, headers: o.headers as Record<string, string>, body: o.body ?? undefined,
+      signal: ac.signal,
+    }, ({ statusCode, headers }) => {
+      status = statusCode;
+      const out = withoutHopByHop(headers as Headers);
+      if (o.lease) for (const [k, v] of Object.entries(o.lease.headers)) out[k] ??= v;
+      res.writeHead(statusCode, out as http.OutgoingHttpHeaders);
+      // A stream's first event may be a while coming: the client sees the answer begin at once.
+      if (String(headers['content-type'] ?? '').startsWith('text/event-stream')) res.flushHeaders();
+      return res;
+    }).then(() => {
+      end(status > 0 && status < 400);
+    }, (err: Error & { code?: string }) => {
+      end(false);
+      if (ac.signal.aborted) return; // the client left: nothing to answer
+      if (res.headersSent) { res.destroy(err); return; }
+      const timeout = err.code === 'UND_ERR_HEADERS_TIMEOUT' || err.code === 'UND_ERR_CONNECT_TIMEOUT' || err.code === 'UND_ERR_BODY_TIMEOUT';
+      this.d.log.warn({ module: 'gateway', err: { code: err.code, message: err.message } }, 'CLIProxyAPI did not answer');
+      send(res, o.dialect, timeout
+        ? problem(504, 'timeout', 'upstream_timeout', 'CLIProxyAPI did not answer in time.')
+        : problem(502, 'unavailable', 'upstream_unreachable', 'CLIProxyAPI cannot be reached right now. Try again shortly.'));
+    });
+  }
+
+  /** A WebSocket (or other) upgrade: checked like a request, then the two connections are joined. */
+  private upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
+    const rawQuery = q < 0 ? '' : url.slice(q + 1);
+    const dialect = dialectOf(path);
+    const refuse = (r: Refused) => {
+      const body = errorBody(dialect, r.status, r.kind, r.code, r.message);
+      const extra = Object.entries(r.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+      socket.end(`HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}Connection: close\r\n\r\n${body}`);
+    };
+    if (!FORWARDED.some((p) => path.startsWith(p))) return refuse(problem(404, 'not_found', 'not_found', `${path} is not an API this gateway serves.`));
+    const who = this.identify(req, rawQuery);
+    if ('status' in who) return refuse(who);
+    const lease = this.d.admission.hold(who.keyId, who.record);
+    if (isRefused(lease)) return refuse(lease);
+    const headers: Headers = { ...req.headers };
+    const query = stripOthers(headers, rawQuery, who.found.place);
+    headers.host = this.upstream.host;
+    const upstream = net.connect({ host: this.upstream.hostname, port: Number(this.upstream.port || 80) });
+    const done = () => { lease.release(true); socket.destroy(); upstream.destroy(); };
+    upstream.setTimeout(this.d.connectTimeoutMs, () => { if (upstream.connecting) done(); });
+    upstream.once('connect', () => {
+      upstream.setTimeout(0);
+      let lines = `${req.method} ${query ? `${path}?${query}` : path} HTTP/1.1\r\n`;
+      for (const [k, v] of Object.entries(headers)) for (const one of [v ?? []].flat()) lines += `${k}: ${one}\r\n`;
+      upstream.write(lines + '\r\n');
+      if (head.length) upstream.write(head);
+      upstream.pipe(socket);
+      socket.pipe(upstream);
+    });
+    upstream.once('error', () => {
+      if (!socket.destroyed && upstream.connecting) refuse(problem(502, 'unavailable', 'upstream_unreachable', 'CLIProxyAPI cannot be reached right now.'));
+      done();
+    });
+    upstream.once('close', done);
+    socket.once('close', done);
+  }
+}
+
+function problem(status: number, kind: Refusal, code: string, message: string): Refused {
+  return { status, kind, code, message, headers: {} };
+}
+
+function send(res: ServerResponse, dialect: Dialect, r: Refused): void {
+  const body = errorBody(dialect, r.status, r.kind, r.code, r.message);
+  res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...r.headers }).end(body);
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  return req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+}
+
+/** `allowed` entries are model names, or prefixes ending in `*` (`claude-*`). */
+export function modelAllowed(allowed: readonly string[], model: string): boolean {
+  return allowed.some((a) => (a.endsWith('*') ? model.startsWith(a.slice(0, -1)) : a === model));
+}
+
+/**
+ * Reads the body until its top-level "model" is known, holding what it read (at most
+ * MODEL_SCAN_BYTES); returns the model and a body that replays the held bytes, then the rest.
+ */
+async function scanModel(req: IncomingMessage): Promise<{ model: string | null; body: Readable } | { refused: Refused }> {
+  const scanner = new ModelScanner();
+  const held: Buffer[] = [];
+  let bytes = 0;
+  const it = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  let ended = false;
+  for (;;) {
+    const r = await it.next();
+    if (r.done) { ended = true; scanner.end(); break; }
+    held.push(r.value);
+    bytes += r.value.length;
+    if (scanner.push(r.value)) break;
+    if (bytes > MODEL_SCAN_BYTES) {
+      return { refused: problem(413, 'invalid_request', 'model_not_found_early', 'This key may use only some models, and the request\'s "model" was not in its first 16 MiB. Put "model" first.') };
+    }
+  }
+  async function* replay(): AsyncIterable<Buffer> {
+    yield* held;
+    if (ended) return;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return;
+      yield r.value;
+    }
+  }
+  return { model: scanner.result?.model ?? null, body: Readable.from(replay(), { objectMode: false }) };
+}

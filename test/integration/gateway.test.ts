@@ -1,0 +1,277 @@
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { Readable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { request } from 'undici';
+import WebSocket from 'ws';
+import { Browser } from '../support/browser-client.js';
+import { ADMIN, call, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+
+/** The gateway in front of the fake CLIProxyAPI, over real sockets. */
+describe('the gateway', () => {
+  let t: TestPortal;
+  let gw: string;
+  const fixedNow = Date.parse('2026-11-23T04:00:00Z');
+  const newKey = async (fields: Record<string, unknown> = {}) =>
+    (await call(t.url, 'POST', '/admin/keys', { token: ADMIN, body: { label: 'gw', ...fields } })).body as { key: string; key_id: string };
+  const post = (base: string, path: string, key: string | null, body: unknown, headers: Record<string, string> = {}) =>
+    fetch(base + path, { method: 'POST', headers: { 'Content-Type': 'application/json', ...(key ? { Authorization: `Bearer ${key}` } : {}), ...headers }, body: JSON.stringify(body) });
+
+  before(async () => {
+    t = await startTestPortal({ env: { GATEWAY_PORT: '0', POOL_SIZE: '200' }, fakeOptions: { now: () => fixedNow } });
+    gw = `http://127.0.0.1:${t.portal.gatewayPort}`;
+  });
+  after(async () => { await t.stop(); });
+
+  it('answers exactly as CLIProxyAPI does: chat completions, Anthropic messages, Gemini generateContent, models', async () => {
+    const { key } = await newKey();
+    const cases: [string, string, (base: string) => Promise<Response>][] = [
+      ['chat', '/v1/chat/completions', (b) => post(b, '/v1/chat/completions', key, { model: 'fake-chat', messages: [{ role: 'user', content: 'hi' }] })],
+      ['messages', '/v1/messages', (b) => post(b, '/v1/messages', null, { model: 'claude-x', max_tokens: 5, messages: [] }, { 'x-api-key': key, 'anthropic-version': '2023-06-01' })],
+      ['gemini', '/v1beta', (b) => post(b, `/v1beta/models/gemini-x:generateContent?key=${key}`, null, { contents: [] })],
+      ['models', '/v1/models', (b) => fetch(`${b}/v1/models`, { headers: { Authorization: `Bearer ${key}` } })],
+      ['unknown key', '/v1/models', (b) => fetch(`${b}/v1/chat/nothing`, { headers: { Authorization: `Bearer ${key}` } })],
+    ];
+    for (const [name, , send] of cases) {
+      const direct = await send(t.fake.url);
+      const via = await send(gw);
+      const [a, b] = [await direct.text(), await via.text()];
+      assert.equal(via.status, direct.status, name);
+      assert.equal(b, a, `${name}: the same body`);
+      assert.equal(via.headers.get('content-type'), direct.headers.get('content-type'), name);
+    }
+  });
+
+  it('streams an answer chunk by chunk (SSE), and passes the client’s abort on to CLIProxyAPI', async () => {
+    const { key } = await newKey();
+    const res = await post(gw, '/v1/chat/completions', key, { model: 'fake-chat', stream: true, messages: [] }, { 'x-fake-chunk-gap-ms': '150', 'x-fake-chunks': '4' });
+    assert.equal(res.headers.get('content-type'), 'text/event-stream');
+    const arrivals: number[] = [];
+    let text = '';
+    const decoder = new TextDecoder();
+    for await (const chunk of res.body!) { arrivals.push(performance.now()); text += decoder.decode(chunk as Uint8Array, { stream: true }); }
+    assert.match(text, /data: \[DONE\]/);
+    assert.ok(arrivals.length >= 5, `${arrivals.length} chunks arrived apart, not one buffered body`);
+    assert.ok(arrivals.at(-1)! - arrivals[0]! >= 500, 'the last event came ~150 ms after each one before it');
+
+    const abortedBefore = t.fake.aborted;
+    const ac = new AbortController();
+    const slow = await post(gw, '/v1/messages', key, { model: 'claude-x', stream: true, messages: [] }, { 'x-fake-chunk-gap-ms': '200', 'x-fake-chunks': '50' });
+    const reader = slow.body!.getReader();
+    await reader.read();
+    ac.abort();
+    await reader.cancel();
+    await waitFor(() => t.fake.aborted === abortedBefore + 1, 'CLIProxyAPI sees the request aborted');
+  });
+
+  it('passes a 50 MB body without holding it', async () => {
+    const { key } = await newKey();
+    const chunk = Buffer.alloc(256 * 1024, 'x');
+    const total = 200 * chunk.length; // 50 MiB
+    let peak = 0;
+    const base = process.memoryUsage();
+    const sample = setInterval(() => {
+      const m = process.memoryUsage();
+      peak = Math.max(peak, m.arrayBuffers + m.heapUsed - base.arrayBuffers - base.heapUsed);
+    }, 5);
+    try {
+      const body = Readable.from((async function* () { for (let i = 0; i < 200; i++) yield chunk; })());
+      const res = await request(`${gw}/v1/fake/sink`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/octet-stream' }, body });
+      assert.equal(res.statusCode, 200);
+      assert.deepEqual(await res.body.json(), { bytes: total });
+    } finally {
+      clearInterval(sample);
+    }
+    assert.ok(peak < 32 * 1024 * 1024, `memory grew by ${Math.round(peak / 1048576)} MiB while 50 MiB passed`);
+  });
+
+  it('lets exactly daily_limit requests through under concurrency, in each API’s shape, and gives back a failed one’s unit', async () => {
+    const { key, key_id } = await newKey({ daily_limit: 10 });
+    const answers = await Promise.all(Array.from({ length: 50 }, () => post(gw, '/v1/chat/completions', key, { model: 'fake-chat', messages: [] })));
+    const statuses = answers.map((r) => r.status);
+    assert.equal(statuses.filter((s) => s === 200).length, 10, statuses.join(','));
+    assert.equal(statuses.filter((s) => s === 429).length, 40);
+    const refused = answers.find((r) => r.status === 429)!;
+    assert.ok(Number(refused.headers.get('retry-after')) > 0);
+    const body = await refused.json() as { error: { message: string; type: string; code: string } };
+    assert.deepEqual([body.error.type, body.error.code], ['rate_limit_exceeded', 'daily_limit_reached']);
+    assert.match(body.error.message, /daily limit of 10 requests is reached\. It resets at 2026-11-2\d/);
+    assert.equal(t.fake.served.get(key), 10, 'CLIProxyAPI served 10');
+    const ok = answers.find((r) => r.status === 200)!;
+    assert.equal(ok.headers.get('x-ratelimit-limit-requests'), '10');
+
+    // Anthropic and Gemini callers get their own shapes.
+    const msg = await post(gw, '/v1/messages', null, { model: 'claude-x', messages: [] }, { 'x-api-key': key });
+    assert.deepEqual([msg.status, ((await msg.json()) as { type: string; error: { type: string } }).error.type], [429, 'rate_limit_error']);
+    const gem = await post(gw, `/v1beta/models/g:generateContent?key=${key}`, null, {});
+    assert.deepEqual([gem.status, ((await gem.json()) as { error: { status: string } }).error.status], [429, 'RESOURCE_EXHAUSTED']);
+
+    // Belt and braces: once the records are counted, the key is suspended in CLIProxyAPI too.
+    await call(t.url, 'POST', '/api/sync-usage', { token: ADMIN, body: {} });
+    await waitFor(async () => (await call(t.url, 'GET', `/admin/keys/${key_id}`, { token: ADMIN })).body.status === 'suspended', 'suspended at its limit');
+    await waitFor(() => !t.fake.live.has(key), 'out of CLIProxyAPI');
+    const after = await post(gw, '/v1/chat/completions', key, { model: 'fake-chat', messages: [] });
+    assert.equal(after.status, 429, 'still a limit, not "Invalid API key"');
+
+    const two = await newKey({ daily_limit: 2 });
+    assert.equal((await post(gw, '/v1/chat/completions', two.key, { messages: [] }, { 'x-fake-fail': '1' })).status, 500);
+    assert.equal((await post(gw, '/v1/chat/completions', two.key, { messages: [] })).status, 200);
+    assert.equal((await post(gw, '/v1/chat/completions', two.key, { messages: [] })).status, 200, 'the failed request gave its unit back');
+    assert.equal((await post(gw, '/v1/chat/completions', two.key, { messages: [] })).status, 429);
+  });
+
+  it('refuses past rpm_limit and max_concurrency with Retry-After, and a lease ends with its client', async () => {
+    const rpm = await newKey({ rpm_limit: 3 });
+    for (let i = 0; i < 3; i++) {
+      const r = await post(gw, '/v1/chat/completions', rpm.key, { messages: [] });
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.get('x-ratelimit-remaining-requests'), String(2 - i));
+    }
+    const fourth = await post(gw, '/v1/messages', rpm.key, { model: 'claude-x', messages: [] });
+    assert.equal(fourth.status, 429);
+    const wait = Number(fourth.headers.get('retry-after'));
+    assert.ok(wait > 0 && wait <= 60, String(wait));
+    const body = await fourth.json() as { type: string; error: { type: string; message: string } };
+    assert.deepEqual([body.type, body.error.type], ['error', 'rate_limit_error']);
+    assert.match(body.error.message, /3 requests a minute/);
+
+    const conc = await newKey({ max_concurrency: 2 });
+    const slow = () => post(gw, '/v1/chat/completions', conc.key, { stream: true, messages: [] }, { 'x-fake-chunk-gap-ms': '100', 'x-fake-chunks': '30' });
+    const a = await slow();
+    const b = await slow();
+    const c = await post(gw, '/v1/chat/completions', conc.key, { messages: [] });
+    assert.equal(c.status, 429);
+    assert.equal(((await c.json()) as { error: { code: string } }).error.code, 'concurrency_limit_reached');
+    await a.body!.cancel(); // the client goes away mid-stream: its lease ends
+    await waitFor(async () => (await post(gw, '/v1/chat/completions', conc.key, { messages: [] })).status === 200, 'a lease freed by a disconnect');
+    await b.body!.cancel();
+  });
+
+  it('keeps a key to its models: the body’s model, or the Gemini path’s', async () => {
+    const { key, key_id } = await newKey({ allowed_models: ['fake-chat', 'claude-*'] });
+    assert.equal((await post(gw, '/v1/chat/completions', key, { model: 'fake-chat', messages: [] })).status, 200);
+    assert.equal((await post(gw, '/v1/messages', key, { model: 'claude-sonnet-4', messages: [] })).status, 200);
+    const other = await post(gw, '/v1/chat/completions', key, { messages: [], model: 'gpt-4o' });
+    assert.equal(other.status, 403);
+    const e = (await other.json()) as { error: { code: string; message: string } };
+    assert.equal(e.error.code, 'model_not_allowed');
+    assert.match(e.error.message, /gpt-4o.*fake-chat, claude-\*/);
+    const gem = await post(gw, `/v1beta/models/gemini-pro:generateContent?key=${key}`, null, {});
+    assert.deepEqual([gem.status, ((await gem.json()) as { error: { code: number; status: string } }).error], [403, { code: 403, message: 'This key may not use gemini-pro. It may use: fake-chat, claude-*.', status: 'PERMISSION_DENIED' }]);
+    assert.equal((await post(gw, '/v1/chat/completions', key, { messages: [] })).status, 400, 'no model named');
+    // Editable by an admin: lifting the list lets any model through.
+    assert.equal((await call(t.url, 'PATCH', `/admin/keys/${key_id}`, { token: ADMIN, body: { allowed_models: [] } })).status, 200);
+    assert.equal((await post(gw, '/v1/chat/completions', key, { messages: [], model: 'gpt-4o' })).status, 200);
+  });
+
+  it('has its limits edited on the admin’s key page, in the key’s JSON and its register answer’s base URL', async () => {
+    const { key_id } = await newKey();
+    const b = new Browser(t.url);
+    await b.get('/admin');
+    assert.equal((await b.post('/admin/sign-in', { token: ADMIN })).status, 303);
+    await b.get(`/admin/keys/${key_id}`);
+    assert.match(b.html, /name="rpm_limit"/);
+    const saved = await b.post(`/admin/keys/${key_id}`, { action: 'update', label: 'gw', daily_limit: '0', daily_token_limit: '0', expires_at: '', rpm_limit: '5', max_concurrency: '2', allowed_models: 'claude-*, gpt-4o' });
+    assert.equal(saved.status, 303);
+    const view = (await call(t.url, 'GET', `/admin/keys/${key_id}`, { token: ADMIN })).body;
+    assert.deepEqual([view.rpm_limit, view.max_concurrency, view.allowed_models], [5, 2, ['claude-*', 'gpt-4o']]);
+    await b.post(`/admin/keys/${key_id}`, { action: 'update', label: 'gw', rpm_limit: '0', max_concurrency: '0', allowed_models: '' });
+    const cleared = (await call(t.url, 'GET', `/admin/keys/${key_id}`, { token: ADMIN })).body;
+    assert.deepEqual([cleared.rpm_limit, cleared.max_concurrency, cleared.allowed_models], [0, 0, []]);
+    const bad = await call(t.url, 'PATCH', `/admin/keys/${key_id}`, { token: ADMIN, body: { allowed_models: ['has space'] } });
+    assert.equal(bad.status, 400);
+    const reg = await call(t.url, 'POST', '/api/register-key', { body: { email: 'gw-holder@x.cn' } });
+    assert.equal(reg.body.base_url, `http://127.0.0.1:${t.portal.gatewayPort}`, 'holders are sent to the gateway');
+  });
+
+  it('shows a trial key’s holder, signed in with the key alone, today’s use, the limit and when it resets', async () => {
+    const { key } = await newKey({ daily_limit: 3, label: 'trial for 李' });
+    assert.equal((await post(gw, '/v1/chat/completions', key, { messages: [] })).status, 200);
+    await call(t.url, 'POST', '/api/sync-usage', { token: ADMIN, body: {} });
+    const usage = await call(t.url, 'GET', '/usage', { token: key });
+    assert.deepEqual([usage.body.today.counted_requests, usage.body.limits.daily_limit, usage.body.remaining.requests], [1, 3, 2]);
+    for (const lang of ['en', 'zh-CN']) {
+      const b = new Browser(t.url, { 'Accept-Language': lang });
+      await b.get('/my-keys');
+      assert.equal((await b.post('/my-keys/sign-in', { key })).status, 303);
+      const page = await b.get('/my-keys');
+      assert.equal(page.status, 200);
+      assert.match(page.html, lang === 'en' ? /Trial key/ : /试用密钥/);
+      assert.match(page.html, /1 \/ 3/);
+      assert.match(page.html, lang === 'en' ? /limits reset at 2026-11-2\d 00:00/ : /将于 2026-11-2\d 00:00/);
+      assert.match(page.html, new RegExp(`127\\.0\\.0\\.1:${t.portal.gatewayPort}`), 'the base URL is the gateway');
+      assert.equal((await b.get('/my-keys/revoke/0001')).status, 303, 'a trial holder has no other pages');
+    }
+  });
+
+  it('reads the key as CLIProxyAPI does, forwards only that one, and drops hop-by-hop headers', async () => {
+    const { key } = await newKey();
+    // (node:http, since fetch will not send a Connection header)
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = http.request(`${gw}/v1/fake/echo?b=1&auth_token=junk&a=%20x+y`, {
+        method: 'POST', headers: { Authorization: 'Bearer not-a-key', 'x-api-key': key, Connection: 'keep-alive, x-drop-me', 'x-drop-me': '1', 'x-keep-me': '2' },
+      }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)); });
+      req.on('error', reject);
+      req.end('hello');
+    });
+    // CLIProxyAPI tries Authorization first; not a key here, so x-api-key decides.
+    assert.equal(status, 200);
+    const seen = t.fake.lastEcho!;
+    assert.equal(seen.query, '?b=1&a=%20x+y', 'the query byte for byte, without the other key');
+    assert.equal(seen.headers.authorization, undefined);
+    assert.equal(seen.headers['x-api-key'], key);
+    assert.equal(seen.headers['x-drop-me'], undefined, 'named in Connection: hop-by-hop');
+    assert.equal(seen.headers['x-keep-me'], '2');
+
+    const shapes: [string, Record<string, string>, number, string][] = [
+      ['/v1/chat/completions', {}, 401, 'missing_api_key'],
+      ['/v1/chat/completions', { Authorization: 'Bearer usr_pool_9999_nope' }, 401, 'invalid_api_key'],
+    ];
+    for (const [p, h, status, code] of shapes) {
+      const r = await fetch(gw + p, { method: 'POST', headers: h, body: '{}' });
+      assert.equal(r.status, status);
+      assert.equal(((await r.json()) as { error: { code: string } }).error.code, code);
+    }
+    const anthropic = await fetch(`${gw}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'nope' }, body: '{}' });
+    assert.deepEqual(await anthropic.json(), { type: 'error', error: { type: 'authentication_error', message: 'This API key is not known here. Check it, or ask for a new one.' } });
+    const revoked = await newKey();
+    await call(t.url, 'DELETE', `/admin/keys/${revoked.key_id}`, { token: ADMIN });
+    assert.equal((await post(gw, '/v1/chat/completions', revoked.key, {})).status, 401);
+    const suspended = await newKey();
+    await call(t.url, 'PATCH', `/admin/keys/${suspended.key_id}`, { token: ADMIN, body: { status: 'suspended' } });
+    const s = await post(gw, '/v1/chat/completions', suspended.key, {});
+    assert.deepEqual([s.status, ((await s.json()) as { error: { code: string } }).error.code], [403, 'key_suspended']);
+    const mgmt = await fetch(`${gw}/v0/management/api-keys`, { headers: { Authorization: 'Bearer test-management-key' } });
+    assert.equal(mgmt.status, 404, 'the management API is never forwarded');
+    assert.equal(t.fake.calls.filter((c) => c.path === '/v0/management/api-keys' && c.at > Date.now() - 100).length, 0);
+  });
+
+  it('passes a WebSocket upgrade (the Responses API), and refuses one with a wrong key', async () => {
+    const { key } = await newKey();
+    const ws = new WebSocket(`${gw.replace('http', 'ws')}/v1/responses`, { headers: { Authorization: `Bearer ${key}` } });
+    const reply = await new Promise<string>((resolve, reject) => {
+      ws.once('open', () => ws.send('hello'));
+      ws.once('message', (d) => resolve(String(d)));
+      ws.once('error', reject);
+    });
+    assert.equal(reply, `echo:${key.slice(0, 14)}:hello`);
+    ws.close();
+    const bad = new WebSocket(`${gw.replace('http', 'ws')}/v1/responses`, { headers: { Authorization: 'Bearer nope' } });
+    const status = await new Promise<number>((resolve) => bad.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0)));
+    assert.equal(status, 401);
+  });
+
+  it('answers 502 in the caller’s shape while CLIProxyAPI is down', async () => {
+    const { key } = await newKey();
+    await t.fake.stop();
+    try {
+      const r = await post(gw, '/v1/chat/completions', key, { messages: [] });
+      assert.equal(r.status, 502);
+      assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'upstream_unreachable');
+      const m = await post(gw, '/v1/messages', key, { messages: [] });
+      assert.deepEqual([m.status, ((await m.json()) as { type: string }).type], [502, 'error']);
+    } finally {
+      await t.fake.listen();
+    }
+  });
+});
