@@ -47,7 +47,7 @@ const MINUTE = 60_000;
  */
 export class Admission {
   private readonly keys = new Map<string, KeyState>();
-  private day = { start: 0, next: 0 };
+  private day = { start: 0, next: 0, nextIso: '' };
 
   constructor(private readonly d: { usage: UsageStore; zone: Zone; clock: Clock }) {}
 
@@ -68,8 +68,11 @@ export class Admission {
     return n;
   }
 
-  private dayBounds(now: number): { start: number; next: number } {
-    if (now >= this.day.next || now < this.day.start) this.day = { start: this.d.zone.dayStart(now), next: this.d.zone.nextDayStart(now) };
+  private dayBounds(now: number): { start: number; next: number; nextIso: string } {
+    if (now >= this.day.next || now < this.day.start) {
+      const next = this.d.zone.nextDayStart(now);
+      this.day = { start: this.d.zone.dayStart(now), next, nextIso: new Date(next).toISOString() };
+    }
     return this.day;
   }
 
@@ -85,13 +88,12 @@ export class Admission {
   /** Lets a request of `keyId` through, holding its units, or says why not. */
   admit(keyId: string, record: KeyRecord): Lease | Refused {
     const now = this.d.clock.now();
-    const { start, next } = this.dayBounds(now);
+    const { start, next, nextIso } = this.dayBounds(now);
     const resetAt = record.quota_reset?.at ? Date.parse(record.quota_reset.at) : NaN;
     const since = resetAt >= start ? resetAt + 1 : start;
     const s = this.state(keyId);
     if (s.done.since !== since) s.done = { since, count: 0 };
     const resetIn = Math.max(1, Math.ceil((next - now) / 1000));
-    const resetsAt = new Date(next).toISOString();
 
     const dailyLimit = record.daily_limit || 0;
     const tokenLimit = record.daily_token_limit || 0;
@@ -133,7 +135,7 @@ export class Admission {
     if (rpm) s.starts.push(now);
     const headers = dailyLimit ? rateHeaders(dailyLimit, dailyLimit - used - 1, resetIn)
       : rpm ? rateHeaders(rpm, rpm - s.starts.length, Math.max(1, Math.ceil((s.starts[0]! + MINUTE - now) / 1000))) : {};
-    if (dailyLimit) headers['x-ratelimit-reset-requests-at'] = resetsAt;
+    if (dailyLimit) headers['x-ratelimit-reset-requests-at'] = nextIso;
     let released = false;
     return {
       headers,
@@ -166,7 +168,7 @@ function refuse(status: number, code: string, message: string, headers: Record<s
 }
 
 /** OpenAI's request headers: the limit, what is left, and when it is whole again (`1h2m3s`). */
-function rateHeaders(limit: number, remaining: number, resetSeconds: number): Record<string, string> {
+export function rateHeaders(limit: number, remaining: number, resetSeconds: number): Record<string, string> {
   return {
     'x-ratelimit-limit-requests': String(limit),
     'x-ratelimit-remaining-requests': String(Math.max(0, remaining)),

@@ -1,11 +1,12 @@
-import http, { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import http, { type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import net, { type Socket } from 'node:net';
 import { Readable, type Duplex } from 'node:stream';
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import type { KeyService } from '../keys/service.js';
 import type { Logger } from '../log.js';
 import { keyIdOf } from '../keys/format.js';
-import { type Admission, isRefused, type Lease, type Refused } from './admission.js';
+import { type Admission, isRefused, type Lease, rateHeaders, type Refused } from './admission.js';
+import type { Zone } from '../time/zone.js';
 import { candidates, stripOthers, type Candidate } from './credentials.js';
 import { geminiModel, ModelScanner } from './model-scan.js';
 import { dialectOf, errorBody, type Dialect, type Refusal } from './shapes.js';
@@ -25,6 +26,7 @@ export interface GatewayDeps {
   admission: Admission;
   log: Logger;
   prefix: string;
+  zone: Zone;
   connectTimeoutMs: number;
   headersTimeoutMs: number;
   bodyTimeoutMs: number;
@@ -33,13 +35,69 @@ export interface GatewayDeps {
 type Headers = Record<string, string | string[] | undefined>;
 
 function withoutHopByHop(headers: IncomingMessage['headers'] | Record<string, string | string[] | undefined>): Headers {
-  const named = String(headers.connection ?? '').toLowerCase().split(',').map((s) => s.trim()).filter(Boolean);
+  const connection = headers.connection;
+  const named = connection ? String(connection).toLowerCase().split(',').map((s) => s.trim()) : null;
   const out: Headers = {};
-  for (const [k, v] of Object.entries(headers)) {
-    if (v === undefined || HOP_BY_HOP.has(k) || named.includes(k)) continue;
+  for (const k in headers) {
+    const v = headers[k];
+    if (v === undefined || HOP_BY_HOP.has(k) || (named !== null && named.includes(k))) continue;
     out[k] = v;
   }
   return out;
+}
+
+/**
+ * One forwarded request as undici reports it: the answer's head and chunks written to the client
+ * as they come (pausing CLIProxyAPI's side while the client is slow), the lease released once, with
+ * whether it succeeded. No AbortController per request: a client that leaves aborts through the
+ * dispatch controller.
+ */
+class Forwarding implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | null = null;
+  private gone = false;
+  private status = 0;
+
+  constructor(private readonly res: ServerResponse, private readonly lease: Lease | null, private readonly failed: (err: Error & { code?: string }) => void) {}
+
+  clientGone(): void {
+    this.gone = true;
+    this.lease?.release(false);
+    this.controller?.abort(new Error('the client went away'));
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.gone) controller.abort(new Error('the client went away'));
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    if (statusCode < 200) return; // 1xx: informational, the answer is still to come
+    this.status = statusCode;
+    const out = withoutHopByHop(headers);
+    if (this.lease) for (const k in this.lease.headers) out[k] ??= this.lease.headers[k];
+    this.res.writeHead(statusCode, out as http.OutgoingHttpHeaders);
+    // A stream's first event may be a while coming: the client sees the answer begin at once.
+    if (String(headers['content-type'] ?? '').startsWith('text/event-stream')) this.res.flushHeaders();
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.res.write(chunk)) {
+      controller.pause();
+      this.res.once('drain', () => controller.resume());
+    }
+  }
+
+  onResponseEnd(): void {
+    this.res.end();
+    this.lease?.release(this.status < 400);
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    this.lease?.release(false);
+    if (this.gone) return; // the client left: nothing to answer
+    if (this.res.headersSent) { this.res.destroy(err); return; }
+    this.failed(err);
+  }
 }
 
 /**
@@ -99,8 +157,10 @@ export class Gateway {
           const until = s.until ? Date.parse(s.until) : NaN;
           const wait = Number.isFinite(until) ? Math.max(1, Math.ceil((until - Date.now()) / 1000)) : 3600;
           const what = s.reason === 'daily_limit' ? `daily limit of ${r.daily_limit} requests` : `daily limit of ${r.daily_token_limit} tokens`;
+          const when = Number.isFinite(until) ? this.d.zone.format(until) : 'midnight';
           return { ...problem(429, 'rate_limit', s.reason === 'daily_limit' ? 'daily_limit_reached' : 'daily_token_limit_reached',
-            `This key's ${what} is reached. It resets at ${s.until ?? 'midnight'}.`), headers: { 'retry-after': String(wait) } };
+            `This key's ${what} is reached. It resets at ${when}.`),
+          headers: { 'retry-after': String(wait), ...(s.reason === 'daily_limit' && r.daily_limit ? rateHeaders(r.daily_limit, 0, wait) : {}) } };
         }
         return problem(403, 'permission', 'key_suspended', `Key ${keyId} is suspended by an admin.`);
       }
@@ -115,7 +175,7 @@ export class Gateway {
     const path = q < 0 ? url : url.slice(0, q);
     const rawQuery = q < 0 ? '' : url.slice(q + 1);
     const dialect = dialectOf(path);
-    if (path === '/healthz') return this.forward(req, res, { path: url, headers: withoutHopByHop(req.headers), dialect, body: null, lease: null });
+    if (path === '/healthz') { this.forward(req, res, { path: url, headers: withoutHopByHop(req.headers), dialect, body: null, lease: null }); return; }
     if (!FORWARDED.some((p) => path.startsWith(p))) {
       return send(res, dialect, problem(404, 'not_found', 'not_found', `${path} is not an API this gateway serves.`));
     }
@@ -144,42 +204,24 @@ export class Gateway {
 
     const lease = this.d.admission.admit(who.keyId, who.record);
     if (isRefused(lease)) return send(res, dialect, lease);
-    return this.forward(req, res, { path: target, headers, dialect, body, lease });
+    this.forward(req, res, { path: target, headers, dialect, body, lease });
   }
 
   private forward(req: IncomingMessage, res: ServerResponse,
-    o: { path: string; headers: Headers; dialect: Dialect; body: Readable | null; lease: Lease | null }): Promise<void> {
-    const ac = new AbortController();
-    let status = 0;
-    const end = (ok: boolean) => o.lease?.release(ok);
-    // The client went away before the answer was whole: abort upstream, give back the units.
-    res.once('close', () => {
-      if (!res.writableFinished) { ac.abort(); end(false); }
-    });
+    o: { path: string; headers: Headers; dialect: Dialect; body: Readable | null; lease: Lease | null }): void {
     delete o.headers.host;
-    return this.pool.stream({
-      method: (req.method ?? 'GET') as 'GET', path: o.path, headers: o.headers as Record<string, string>, body: o.body ?? undefined,
-      signal: ac.signal,
-    }, ({ statusCode, headers }) => {
-      status = statusCode;
-      const out = withoutHopByHop(headers as Headers);
-      if (o.lease) for (const [k, v] of Object.entries(o.lease.headers)) out[k] ??= v;
-      res.writeHead(statusCode, out as http.OutgoingHttpHeaders);
-      // A stream's first event may be a while coming: the client sees the answer begin at once.
-      if (String(headers['content-type'] ?? '').startsWith('text/event-stream')) res.flushHeaders();
-      return res;
-    }).then(() => {
-      end(status > 0 && status < 400);
-    }, (err: Error & { code?: string }) => {
-      end(false);
-      if (ac.signal.aborted) return; // the client left: nothing to answer
-      if (res.headersSent) { res.destroy(err); return; }
+    const handler = new Forwarding(res, o.lease, (err) => {
       const timeout = err.code === 'UND_ERR_HEADERS_TIMEOUT' || err.code === 'UND_ERR_CONNECT_TIMEOUT' || err.code === 'UND_ERR_BODY_TIMEOUT';
       this.d.log.warn({ module: 'gateway', err: { code: err.code, message: err.message } }, 'CLIProxyAPI did not answer');
       send(res, o.dialect, timeout
         ? problem(504, 'timeout', 'upstream_timeout', 'CLIProxyAPI did not answer in time.')
         : problem(502, 'unavailable', 'upstream_unreachable', 'CLIProxyAPI cannot be reached right now. Try again shortly.'));
     });
+    // The client went away before the answer was whole: abort upstream, give back the units.
+    res.once('close', () => { if (!res.writableFinished) handler.clientGone(); });
+    this.pool.dispatch({
+      method: (req.method ?? 'GET') as 'GET', path: o.path, headers: o.headers as Record<string, string>, body: o.body ?? undefined,
+    }, handler);
   }
 
   /** A WebSocket (or other) upgrade: checked like a request, then the two connections are joined. */
@@ -228,9 +270,19 @@ function problem(status: number, kind: Refusal, code: string, message: string): 
   return { status, kind, code, message, headers: {} };
 }
 
+/**
+ * Refusals that retrying cannot change (a wrong, revoked or suspended key, a model not allowed, a
+ * daily limit): Claude Code retries 401s and 429s up to ten times unless told `x-should-retry: false`.
+ */
+const FINAL = new Set(['missing_api_key', 'invalid_api_key', 'key_revoked', 'key_expired', 'key_suspended', 'model_not_allowed',
+  'model_required', 'daily_limit_reached', 'daily_token_limit_reached', 'not_found']);
+
 function send(res: ServerResponse, dialect: Dialect, r: Refused): void {
   const body = errorBody(dialect, r.status, r.kind, r.code, r.message);
-  res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...r.headers }).end(body);
+  res.writeHead(r.status, {
+    'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...r.headers,
+    ...(FINAL.has(r.code) ? { 'x-should-retry': 'false' } : {}),
+  }).end(body);
 }
 
 function hasBody(req: IncomingMessage): boolean {

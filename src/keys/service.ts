@@ -5,7 +5,7 @@ import { fail } from '../errors.js';
 import type { Events } from '../events.js';
 import type { Logger } from '../log.js';
 import { PoolExhausted, type KeyRecord, type KeysStore, type PoolStatus, type UserRecord } from '../store/keys-store.js';
-import { keyIdOf, keyIndex, maskKey, safeEqual } from './format.js';
+import { keyIdOf, keyIndex, maskKey, sameKey } from './format.js';
 import type { Reconciler } from './reconciler.js';
 
 export type { Actor };
@@ -48,7 +48,7 @@ export class KeyService {
   match(secret: string): { key: string; record: KeyRecord } | undefined {
     const candidate = this.store.keyById(keyIdOf(this.store.prefix, secret));
     const record = candidate !== undefined ? this.store.getKey(candidate) : undefined;
-    return candidate !== undefined && record && safeEqual(candidate, secret) ? { key: candidate, record } : undefined;
+    return candidate !== undefined && record && sameKey(candidate, secret) ? { key: candidate, record } : undefined;
   }
 
   /**

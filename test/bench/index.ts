@@ -4,10 +4,11 @@ import { benchMemory } from './memory.js';
 import { benchRegistrations } from './registrations.js';
 import { benchStats } from './stats.js';
 import { benchQuota } from './quota.js';
+import { benchGateway } from './gateway.js';
 import { benchUsage } from './usage.js';
 
 const only = process.argv[2];
-const NAMES = ['registrations', 'memory', 'usage', 'stats', 'quota'];
+const NAMES = ['registrations', 'memory', 'usage', 'stats', 'quota', 'gateway'];
 if (only && !NAMES.includes(only)) {
   console.error(`unknown benchmark "${only}": choose one of ${NAMES.join(', ')}, or none for all`);
   process.exit(2);
@@ -18,6 +19,7 @@ const benches: [string, () => Promise<void>][] = [
   ['usage', benchUsage],
   ['stats', benchStats],
   ['quota', benchQuota],
+  ['gateway', benchGateway],
 ];
 
 console.log(`key-portal benchmarks — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`);

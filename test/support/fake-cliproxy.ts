@@ -456,6 +456,8 @@ export class FakeCliproxy {
     return hit ? { key: hit.trim() } : { status: 401, error: 'Invalid API key' };
   }
 
+  /** Bytes /v1/fake/sink has received so far, all requests together (tests watch a body arrive). */
+  sinkBytes = 0;
   /** Requests whose client went away before their answer was whole (the gateway must pass aborts on). */
   aborted = 0;
   /** What the last /v1/fake/echo request looked like as it arrived (headers, path, query). */
@@ -466,7 +468,7 @@ export class FakeCliproxy {
     const auth = this.authenticate(req, url);
     if ('status' in auth) { req.resume(); return json(res, auth.status, { error: auth.error }); }
     let bytes = 0;
-    req.on('data', (c: Buffer) => { bytes += c.length; });
+    req.on('data', (c: Buffer) => { bytes += c.length; this.sinkBytes += c.length; });
     req.on('end', () => json(res, 200, { bytes }));
   }
 

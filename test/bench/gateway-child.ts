@@ -1,0 +1,75 @@
+// Processes of the gateway benchmark, each in its own process: the minimal upstream, the bare
+// undici pass-through it is compared with, and the load generators. Prints one JSON line.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import autocannon from 'autocannon';
+import { Pool } from 'undici';
+
+const [role, target, arg] = process.argv.slice(2);
+const BODY = JSON.stringify({ model: 'bench', messages: [{ role: 'user', content: 'hi' }] });
+const ANSWER = JSON.stringify({
+  id: 'chatcmpl-bench', object: 'chat.completion', created: 0, model: 'bench',
+  choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
+  usage: { prompt_tokens: 42, completion_tokens: 17, total_tokens: 59 },
+});
+const KEY = process.env.BENCH_KEY ?? 'none';
+const print = (x: unknown) => process.stdout.write(JSON.stringify(x) + '\n');
+const listenOn = (server: http.Server) => new Promise<number>((r) => server.listen(0, '127.0.0.1', () => r((server.address() as AddressInfo).port)));
+
+if (role === 'upstream') {
+  // CLIProxyAPI's answer to a chat completion, as fast as Node answers anything; /stream is SSE.
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      if (req.url === '/v1/stream') {
+        res.writeHead(200, { 'Content-Type': 'text/event-stream' });
+        res.write('data: {"choices":[{"delta":{"content":"t"}}]}\n\n');
+        setTimeout(() => res.end('data: [DONE]\n\n'), 5);
+        return;
+      }
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(ANSWER) }).end(ANSWER);
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+  print({ port: await listenOn(server) });
+} else if (role === 'bare') {
+  // The least a forwarding proxy can do with undici: no checks, no header filtering.
+  const pool = new Pool(target!, { connections: 256 });
+  const server = http.createServer((req, res) => {
+    pool.stream({ method: req.method as 'POST', path: req.url!, headers: req.headers as Record<string, string>, body: req.method === 'GET' ? undefined : req },
+      ({ statusCode, headers }) => { res.writeHead(statusCode, headers as http.OutgoingHttpHeaders); return res; })
+      .catch(() => { if (!res.headersSent) res.writeHead(502); res.end(); });
+  });
+  server.keepAliveTimeout = 60_000;
+  print({ port: await listenOn(server) });
+} else if (role === 'seq' || role === 'ttfb') {
+  // Sequential requests on one kept-alive connection: microseconds from sending to the whole answer
+  // (seq) or to its first body byte (ttfb, a stream).
+  const n = Number(arg ?? 3000);
+  const pool = new Pool(target!, { connections: 1 });
+  const once = async (): Promise<number> => {
+    const t0 = performance.now();
+    const res = await pool.request({
+      method: 'POST', path: role === 'ttfb' ? '/v1/stream' : '/v1/chat/completions', body: BODY,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` },
+    });
+    let first = 0;
+    for await (const _ of res.body) { if (!first) first = performance.now(); }
+    if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`);
+    return ((role === 'ttfb' ? first : performance.now()) - t0) * 1000;
+  };
+  for (let i = 0; i < 300; i++) await once(); // warm up
+  const samples: number[] = [];
+  for (let i = 0; i < n; i++) samples.push(await once());
+  samples.sort((a, b) => a - b);
+  print({ p50: samples[Math.floor(n * 0.5)], p99: samples[Math.floor(n * 0.99)] });
+  await pool.close();
+} else if (role === 'cannon') {
+  const run = (duration: number) => autocannon({
+    url: `${target}/v1/chat/completions`, method: 'POST', connections: Number(arg ?? 64), duration, body: BODY,
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` },
+  });
+  await run(2); // warm up
+  const r = await run(6);
+  print({ rps: r.requests.average, non2xx: r.non2xx, errors: r.errors });
+}

@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { duration } from '../../src/gateway/admission.js';
+import { candidates, stripOthers } from '../../src/gateway/credentials.js';
+import { geminiModel, ModelScanner } from '../../src/gateway/model-scan.js';
+import { modelAllowed } from '../../src/gateway/server.js';
+import { seededFc } from '../support/random.js';
+
+describe('reading a body’s model as it streams', () => {
+  it('finds what JSON.parse finds at the top level, however the bytes are cut (property)', () => {
+    const body = fc.record({
+      before: fc.dictionary(fc.string(), fc.jsonValue(), { maxKeys: 4 }),
+      model: fc.option(fc.oneof(fc.string({ unit: 'grapheme' }), fc.jsonValue()), { nil: undefined }),
+      after: fc.dictionary(fc.string(), fc.jsonValue(), { maxKeys: 4 }),
+      space: fc.constantFrom('', ' ', '\n  '),
+    });
+    fc.assert(fc.property(body, fc.array(fc.integer({ min: 1, max: 7 }), { minLength: 1 }), (b, cuts) => {
+      const obj: Record<string, unknown> = { ...b.before };
+      delete obj.model;
+      if (b.model !== undefined) obj.model = b.model;
+      Object.assign(obj, Object.fromEntries(Object.entries(b.after).filter(([k]) => k !== 'model')));
+      const text = JSON.stringify(obj, null, b.space || undefined);
+      const expected = typeof obj.model === 'string' ? obj.model : null;
+      const bytes = Buffer.from(text);
+      const scanner = new ModelScanner();
+      let at = 0;
+      let i = 0;
+      while (at < bytes.length && !scanner.result) {
+        const n = cuts[i++ % cuts.length]!;
+        scanner.push(bytes.subarray(at, at + n));
+        at += n;
+      }
+      assert.deepEqual((scanner.result ?? scanner.end()).model, expected, text);
+    }), seededFc('model scanner', 2000));
+  });
+
+  it('stops at the model: a huge rest is never read; a non-object has none', () => {
+    const s = new ModelScanner();
+    assert.deepEqual(s.push(Buffer.from('{"messages":[{"role":"user","content":"{\\"model\\":\\"no\\"}"}],"model":"claude-x","pad":"')), { model: 'claude-x' });
+    assert.deepEqual(new ModelScanner().push(Buffer.from('\ufeff["model","x"]')), { model: null });
+    assert.deepEqual(new ModelScanner().push(Buffer.from('{"model":5}')), { model: null });
+    assert.deepEqual(new ModelScanner().push(Buffer.from('{"a":{"model":"inner"}}')), { model: null });
+    assert.equal(geminiModel('/v1beta/models/gemini-2.5-pro:streamGenerateContent'), 'gemini-2.5-pro');
+    assert.equal(geminiModel('/v1beta/models'), null);
+  });
+});
+
+describe('keys as CLIProxyAPI reads them', () => {
+  it('in its order, and strips the others without touching the rest of the query', () => {
+    const found = candidates({ authorization: 'Bearer a', 'x-goog-api-key': 'b', 'x-api-key': 'c' }, 'key=d&x=1&auth_token=e');
+    assert.deepEqual(found.map((c) => `${c.place}=${c.value}`), ['authorization=a', 'x-goog-api-key=b', 'x-api-key=c', 'key=d', 'auth_token=e']);
+    assert.deepEqual(candidates({ authorization: 'raw-key' }, '').map((c) => c.value), ['raw-key'], 'without Bearer, as is');
+    const headers: Record<string, string | undefined> = { authorization: 'Bearer a', 'x-goog-api-key': 'b', 'x-api-key': 'c', other: 'x' };
+    assert.equal(stripOthers(headers, 'a=%20+1&key=d&k%65y=d2&auth_token=e&z', 'key'), 'a=%20+1&key=d&k%65y=d2&z');
+    assert.deepEqual(headers, { other: 'x' });
+  });
+
+  it('matches models by name or by a prefix ending in *; says when a limit resets', () => {
+    assert.ok(modelAllowed(['claude-*'], 'claude-sonnet-4'));
+    assert.ok(!modelAllowed(['claude-*', 'gpt-4o'], 'gpt-4o-mini'));
+    assert.deepEqual([duration(5), duration(65), duration(3600), duration(38985)], ['5s', '1m5s', '1h0m0s', '10h49m45s']);
+  });
+});
