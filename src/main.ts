@@ -168,7 +168,7 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
       events.on('usage.counted', (ids) => admission.counted(ids));
       events.on('keys.changed', () => admission.changed());
       gateway = new Gateway({
-        upstream: config.CLIPROXY_URL, keys, admission, log: log.child({ module: 'gateway' }), prefix: config.KEY_PREFIX, zone,
+        upstream: config.CLIPROXY_URL, keys, admission, log: log.child({ module: 'gateway' }), prefix: config.KEY_PREFIX, zone, clock,
         connectTimeoutMs: config.GATEWAY_CONNECT_TIMEOUT_MS, headersTimeoutMs: config.GATEWAY_HEADERS_TIMEOUT_MS, bodyTimeoutMs: config.GATEWAY_BODY_TIMEOUT_MS,
       });
       gatewayPort = await gateway.listen(config.GATEWAY_PORT, config.HOST);

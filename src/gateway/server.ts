@@ -6,6 +6,7 @@ import type { KeyService } from '../keys/service.js';
 import type { Logger } from '../log.js';
 import { keyIdOf } from '../keys/format.js';
 import { type Admission, isRefused, type Lease, rateHeaders, type Refused } from './admission.js';
+import type { Clock } from '../clock.js';
 import type { Zone } from '../time/zone.js';
 import { candidates, stripOthers, type Candidate } from './credentials.js';
 import { geminiModel, ModelScanner } from './model-scan.js';
@@ -27,6 +28,7 @@ export interface GatewayDeps {
   log: Logger;
   prefix: string;
   zone: Zone;
+  clock: Clock;
   connectTimeoutMs: number;
   headersTimeoutMs: number;
   bodyTimeoutMs: number;
@@ -150,12 +152,12 @@ export class Gateway {
       const keyId = keyIdOf(this.d.prefix, hit.key);
       const r = hit.record;
       if (r.status === 'revoked') return problem(401, 'authentication', 'key_revoked', `Key ${keyId} was revoked. Ask for a new one.`);
-      if (r.expires_at && Date.parse(r.expires_at) <= Date.now()) return problem(403, 'permission', 'key_expired', `Key ${keyId} expired at ${r.expires_at}.`);
+      if (r.expires_at && Date.parse(r.expires_at) <= this.d.clock.now()) return problem(403, 'permission', 'key_expired', `Key ${keyId} expired at ${this.d.zone.format(Date.parse(r.expires_at))}.`);
       if (r.status === 'suspended') {
         const s = r.suspension;
         if (s && s.reason !== 'admin') {
           const until = s.until ? Date.parse(s.until) : NaN;
-          const wait = Number.isFinite(until) ? Math.max(1, Math.ceil((until - Date.now()) / 1000)) : 3600;
+          const wait = Number.isFinite(until) ? Math.max(1, Math.ceil((until - this.d.clock.now()) / 1000)) : 3600;
           const what = s.reason === 'daily_limit' ? `daily limit of ${r.daily_limit} requests` : `daily limit of ${r.daily_token_limit} tokens`;
           const when = Number.isFinite(until) ? this.d.zone.format(until) : 'midnight';
           return { ...problem(429, 'rate_limit', s.reason === 'daily_limit' ? 'daily_limit_reached' : 'daily_token_limit_reached',

@@ -126,6 +126,24 @@ describe('the gateway', () => {
     assert.equal((await post(gw, '/v1/chat/completions', two.key, { messages: [] })).status, 429);
   });
 
+  it('refuses past the token limit (from counted usage), and an expired key', async () => {
+    const { key } = await newKey({ daily_token_limit: 100 });
+    for (let i = 0; i < 2; i++) assert.equal((await post(gw, '/v1/chat/completions', key, { messages: [] })).status, 200, 'tokens are counted after the fact');
+    await call(t.url, 'POST', '/api/sync-usage', { token: ADMIN, body: {} }); // 2 × 59 tokens counted
+    const r = await post(gw, '/v1/chat/completions', key, { messages: [] });
+    assert.equal(r.status, 429);
+    const e = (await r.json()) as { error: { code: string; message: string } };
+    assert.equal(e.error.code, 'daily_token_limit_reached');
+    assert.match(e.error.message, /daily limit of 100 tokens is reached/);
+
+    const soon = new Date(Date.now() + 1500).toISOString();
+    const expiring = await newKey({ expires_at: soon });
+    assert.equal((await post(gw, '/v1/chat/completions', expiring.key, { messages: [] })).status, 200);
+    await new Promise((res) => setTimeout(res, 1600));
+    const x = await post(gw, '/v1/chat/completions', expiring.key, { messages: [] });
+    assert.deepEqual([x.status, ((await x.json()) as { error: { code: string } }).error.code], [403, 'key_expired']);
+  });
+
   it('refuses past rpm_limit and max_concurrency with Retry-After, and a lease ends with its client', async () => {
     const rpm = await newKey({ rpm_limit: 3 });
     for (let i = 0; i < 3; i++) {
