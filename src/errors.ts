@@ -10,6 +10,7 @@ export const ERRORS = {
   invalid_json: { status: 400, en: 'The request body is not valid JSON.', zh: '请求内容不是有效的 JSON。' },
   invalid_body: { status: 400, en: 'The request body must be a JSON object.', zh: '请求内容必须是一个 JSON 对象。' },
   invalid_field: { status: 400, en: '{field} {reason}.', zh: '{field}{reason}。' },
+  metrics_token_required: { status: 401, en: 'Send the admin token or METRICS_TOKEN as Authorization: Bearer.', zh: '请以 Authorization: Bearer 提供管理员令牌或 METRICS_TOKEN。' },
   bad_request: { status: 400, en: 'The request could not be read.', zh: '无法读取该请求。' },
   malformed_path: { status: 400, en: 'The address has an escape (%xx) that is not valid UTF-8.', zh: '地址中含有无效的 UTF-8 转义（%xx）。' },
   unsupported_body: { status: 415, en: 'Send the body as UTF-8 JSON or a form, without an encoding other than gzip, deflate or br.', zh: '请求内容须为 UTF-8 编码的 JSON 或表单，压缩方式仅支持 gzip、deflate 或 br。' },

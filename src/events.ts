@@ -10,6 +10,8 @@ export interface PortalEvents {
   'keys.changed': [];
   /** Successful usage of these managed key ids was just committed. */
   'usage.counted': [keyIds: Set<string>];
+  /** Keys were suspended for reaching a daily limit. */
+  'quota.suspended': [count: number, reason: string];
 }
 
 export class Events extends EventEmitter<PortalEvents> {}

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { pino, type Logger, type DestinationStream } from 'pino';
 import pretty from 'pino-pretty';
 import type { LogFile } from './log-file.js';
@@ -37,6 +38,9 @@ export interface LoggerOptions {
   stdout?: boolean;
 }
 
+/** The id of the request being handled (set by the request log), for every line logged meanwhile. */
+export const requestContext = new AsyncLocalStorage<string>();
+
 export function createLogger(opts: LoggerOptions): Logger {
   const scrub = makeScrubber(opts.keyPrefix);
   const streams: { stream: DestinationStream; level?: string }[] = [];
@@ -59,6 +63,8 @@ export function createLogger(opts: LoggerOptions): Logger {
         censor: '***',
       },
       formatters: { log: (obj) => scrubDeep(obj, scrub) as Record<string, unknown> },
+      // Every line written while a request is handled carries its id, whichever module writes it.
+      mixin: () => { const id = requestContext.getStore(); return id ? { req_id: id } : {}; },
       hooks: {
         logMethod(args, method) {
           method.apply(this, args.map((a) => (typeof a === 'string' ? scrub(a) : a)) as typeof args);

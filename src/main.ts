@@ -1,3 +1,4 @@
+import { networkInterfaces } from 'node:os';
 import { chmod, mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
@@ -23,6 +24,8 @@ import { Events } from './events.js';
 import { FailureGuard } from './failure-guard.js';
 import { Admission } from './gateway/admission.js';
 import { Gateway } from './gateway/server.js';
+import { Metrics } from './metrics.js';
+import { writeBackup } from './store/backup.js';
 import { HealthService } from './health.js';
 import { RegistrationService } from './keys/registration.js';
 import { RequestsStore } from './store/requests-store.js';
@@ -160,6 +163,7 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     jobs.add({ name: 'quota-sweep', schedule: '*/5 * * * * *', run: () => quota.sweep() });
     const guard = new FailureGuard({ setting: config.AUTH_FAILURE_LIMIT, now: () => clock.now(), audit, log });
     const health = new HealthService({ config, cliproxy, usage, store, reconciler, logFile, lockedOut: () => guard.lockedOut() });
+    const metrics = new Metrics({ store, usage, cliproxy, reconciler, guard, events, logFile, now: () => clock.now() });
     // The gateway (GATEWAY_PORT): CLIProxyAPI's client APIs with the limits checked before forwarding.
     let gateway: Gateway | null = null;
     let gatewayPort: number | null = null;
@@ -167,8 +171,9 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
       const admission = new Admission({ usage: usageStore, zone, clock });
       events.on('usage.counted', (ids) => admission.counted(ids));
       events.on('keys.changed', () => admission.changed());
+      metrics.watchGateway(admission);
       gateway = new Gateway({
-        upstream: config.CLIPROXY_URL, keys, admission, log: log.child({ module: 'gateway' }), prefix: config.KEY_PREFIX, zone, clock,
+        upstream: config.CLIPROXY_URL, keys, admission, log: log.child({ module: 'gateway' }), prefix: config.KEY_PREFIX, zone, clock, metrics,
         connectTimeoutMs: config.GATEWAY_CONNECT_TIMEOUT_MS, headersTimeoutMs: config.GATEWAY_HEADERS_TIMEOUT_MS, bodyTimeoutMs: config.GATEWAY_BODY_TIMEOUT_MS,
       });
       gatewayPort = await gateway.listen(config.GATEWAY_PORT, config.HOST);
@@ -177,7 +182,14 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
       log.info({ module: 'gateway', port: gatewayPort }, `gateway listening on ${config.HOST}:${gatewayPort}, forwarding to ${config.CLIPROXY_URL}`);
     }
     const deps: AppDeps = {
-      config, keys, registration, quota, stats, usage, audit, health, guard, sessionStore, log, clock, zone, adminToken, sessionSecret, gatewayPort,
+      config, keys, registration, quota, stats, usage, audit, health, guard, sessionStore, log, clock, zone, adminToken, sessionSecret, gatewayPort, metrics,
+      backup: async (out) => {
+        await audit.flushed();
+        return writeBackup({
+          dataDir: config.DATA_DIR, keyFiles: () => store.snapshot(), usage: (dest) => usageStore.backupTo(dest),
+          meta: { keys: store.keyCount(), users: store.userCount(), pool: store.poolStatus(), via: 'portal' },
+        }, out);
+      },
     };
     const app = createApp(deps);
     const server = await listen(app, config.PORT, config.HOST);
@@ -195,8 +207,11 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     // The usage source is picked (and subscribed) after the first reconcile has answered: a wrong
     // management key then costs one failed login, not one per parallel first call.
     void ready.then(() => Promise.all([jobs.runNow('usage'), jobs.runNow('quota-sweep'), jobs.runNow('usage-retention')]));
-    const url = `http://${config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST}:${port}`;
-    log.info({ module: 'main', port, pool: store.poolStatus() }, `key-portal listening on ${url}`);
+    const everywhere = config.HOST === '0.0.0.0' || config.HOST === '::';
+    const url = `http://${everywhere ? '127.0.0.1' : config.HOST}:${port}`;
+    // Bound to every interface: say so, with the addresses colleagues can use.
+    const where = everywhere ? `every interface, port ${port} (${reachableAt(port).join(', ')})` : url;
+    log.info({ module: 'main', port, host: config.HOST, pool: store.poolStatus() }, `key-portal listening on ${where}`);
 
     return {
       ...deps, store, reconciler, cliproxy, usageStore, requests, events, logFile, server, port, url, jobs, sentinel, ready, gateway,
@@ -212,6 +227,15 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     await logFile?.close();
     throw err;
   }
+}
+
+/** http://<address>:<port> for each IPv4 address of this machine, loopback first. */
+function reachableAt(port: number): string[] {
+  const out = ['127.0.0.1'];
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) out.push(a.address);
+  }
+  return out.map((a) => `http://${a}:${port}`);
 }
 
 async function generatedAdminToken(dataDir: string, announce: (line: string) => void): Promise<string> {

@@ -1,6 +1,7 @@
 import yargs, { type Argv } from 'yargs';
 import { CONFIG_VARS, ConfigError, loadConfig, type ConfigVar } from '../config.js';
 import { startPortal } from '../main.js';
+import { backupCommand, restoreCommand } from './backup.js';
 import { generateKeys } from './generate-keys.js';
 
 class UsageError extends Error {}
@@ -22,16 +23,42 @@ export function configFlags(argv: Record<string, unknown>): Partial<Record<Confi
   return flags;
 }
 
+/**
+ * `npm start --port 9000` (without `--`): npm keeps `--port` for itself (npm_config_port=true) and
+ * passes `9000` on as an argument; `npm start --port=9000` sets npm_config_port=9000 and passes
+ * nothing. Both are taken back here, for the portal's own flags only. With several `--flag value`
+ * pairs npm loses their order, so that case asks for `npm start -- …` instead.
+ */
+export function npmFlags(args: string[], env: NodeJS.ProcessEnv): { args: string[]; error?: string } {
+  if (!env.npm_lifecycle_event) return { args };
+  const valued: string[] = [];
+  const bare: string[] = [];
+  for (const v of CONFIG_VARS) {
+    const value = env[`npm_config_${flagName(v).replace(/-/g, '_')}`];
+    if (value === undefined || value === '') continue;
+    if (value === 'true') bare.push(flagName(v)); else valued.push(`--${flagName(v)}`, value);
+  }
+  const command = args[0] && !args[0].startsWith('-') ? [args[0]] : [];
+  const positional = args.slice(command.length).filter((a) => !a.startsWith('-'));
+  const rest = args.slice(command.length).filter((a) => a.startsWith('-'));
+  if (bare.length === 0) return { args: [...command, ...rest, ...valued, ...positional] };
+  if (bare.length === 1 && positional.length === 1) return { args: [...command, ...rest, ...valued, `--${bare[0]}`, positional[0]!] };
+  return { args, error: `npm kept ${bare.map((b) => `--${b}`).join(', ')} for itself; write npm start -- ${bare.map((b) => `--${b} …`).join(' ')}` };
+}
+
 /** Runs a command and resolves to the process exit code (start resolves only when stopped). */
-export async function main(args: string[]): Promise<number> {
+export async function main(given: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   let code = 0;
   const fail = (err: unknown) => {
     process.stderr.write(`key-portal: ${(err as Error).message}\n`);
     code = err instanceof ConfigError ? 2 : 1;
   };
+  const npm = npmFlags(given, env);
+  if (npm.error) { process.stderr.write(`key-portal: ${npm.error}\n`); return 2; }
+  const args = npm.args;
   const parser = yargs(args)
     .scriptName('key-portal')
-    .command('start', 'serve the portal (the default)', (y) => withConfigFlags(y).strict(), async (argv) => {
+    .command(['start', '$0'], 'serve the portal (the default)', (y) => withConfigFlags(y).strict(), async (argv) => {
       try {
         const portal = await startPortal(loadConfig({ flags: configFlags(argv) }));
         await new Promise<void>((resolve) => {
@@ -54,7 +81,19 @@ export async function main(args: string[]): Promise<number> {
           });
         } catch (err) { fail(err); }
       })
-    .demandCommand(1)
+    .command('backup', 'write a consistent copy of the data directory to one file (through the running portal if there is one)',
+      (y) => withConfigFlags(y).option('out', { type: 'string', demandOption: true, describe: 'the backup file to write' }).strict(),
+      async (argv) => {
+        try { code = await backupCommand(loadConfig({ flags: configFlags(argv) }), argv.out, (s) => process.stdout.write(s + '\n')); } catch (err) { fail(err); }
+      })
+    .command('restore', 'restore a backup into a data directory no portal is running on',
+      (y) => withConfigFlags(y)
+        .option('from', { type: 'string', demandOption: true, describe: 'the backup file' })
+        .option('force', { type: 'boolean', default: false, describe: 'move what the data directory holds aside first' })
+        .strict(),
+      async (argv) => {
+        try { code = await restoreCommand(loadConfig({ flags: configFlags(argv) }), argv.from, argv.force, (s) => process.stdout.write(s + '\n')); } catch (err) { fail(err); }
+      })
     .strict()
     .fail((msg, err) => { throw err ?? new UsageError(msg); })
     .help();

@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import { keyIdOf } from '../keys/format.js';
 import { type Admission, isRefused, type Lease, rateHeaders, type Refused } from './admission.js';
 import type { Clock } from '../clock.js';
+import type { Metrics } from '../metrics.js';
 import type { Zone } from '../time/zone.js';
 import { candidates, stripOthers, type Candidate } from './credentials.js';
 import { geminiModel, ModelScanner } from './model-scan.js';
@@ -29,12 +30,15 @@ export interface GatewayDeps {
   prefix: string;
   zone: Zone;
   clock: Clock;
+  metrics?: Metrics;
   connectTimeoutMs: number;
   headersTimeoutMs: number;
   bodyTimeoutMs: number;
 }
 
 type Headers = Record<string, string | string[] | undefined>;
+type Identified = { found: Candidate; keyId: string; record: NonNullable<ReturnType<KeyService['match']>>['record'] };
+interface Outbound { path: string; headers: Headers; dialect: Dialect; body: Readable | null }
 
 function withoutHopByHop(headers: IncomingMessage['headers'] | Record<string, string | string[] | undefined>): Headers {
   const connection = headers.connection;
@@ -122,7 +126,7 @@ export class Gateway {
   }
 
   async listen(port: number, host: string): Promise<number> {
-    const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, (req, res) => { void this.handle(req, res); });
+    const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, (req, res) => this.handle(req, res));
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket as Socket, head));
     server.on('clientError', (_err, socket) => { if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n'); else socket.destroy(); });
     this.server = server;
@@ -143,7 +147,7 @@ export class Gateway {
   }
 
   /** Which key a request presents, in CLIProxyAPI's order, and what the gateway knows of it. */
-  private identify(req: IncomingMessage, rawQuery: string): { found: Candidate; keyId: string; record: NonNullable<ReturnType<KeyService['match']>>['record'] } | Refused {
+  private identify(req: IncomingMessage, rawQuery: string): Identified | Refused {
     const presented = candidates(req.headers, rawQuery);
     if (!presented.length) return problem(401, 'authentication', 'missing_api_key', 'No API key was given. Send it as Authorization: Bearer <key> (or x-api-key).');
     for (const c of presented) {
@@ -171,7 +175,13 @@ export class Gateway {
     return problem(401, 'authentication', 'invalid_api_key', 'This API key is not known here. Check it, or ask for a new one.');
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** No promise on the common path: each one costs more while AsyncLocalStorage (the log's request ids) is on. */
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const metrics = this.d.metrics;
+    if (metrics) {
+      const start = process.hrtime.bigint();
+      res.once('close', () => metrics.gateway.observe({ status: String(res.statusCode) }, Number(process.hrtime.bigint() - start) / 1e9));
+    }
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
@@ -179,34 +189,38 @@ export class Gateway {
     const dialect = dialectOf(path);
     if (path === '/healthz') { this.forward(req, res, { path: url, headers: withoutHopByHop(req.headers), dialect, body: null, lease: null }); return; }
     if (!FORWARDED.some((p) => path.startsWith(p))) {
-      return send(res, dialect, problem(404, 'not_found', 'not_found', `${path} is not an API this gateway serves.`));
+      return this.refuse(res, dialect, problem(404, 'not_found', 'not_found', `${path} is not an API this gateway serves.`));
     }
     const who = this.identify(req, rawQuery);
-    if ('status' in who) return send(res, dialect, who);
+    if ('status' in who) return this.refuse(res, dialect, who);
     const headers = withoutHopByHop(req.headers);
     const query = stripOthers(headers, rawQuery, who.found.place);
     const target = query ? `${path}?${query}` : path;
 
-    // A key restricted to some models: read the model (the Gemini path's, or the body's "model").
-    let body: Readable | null = hasBody(req) ? req : null;
+    const body: Readable | null = hasBody(req) ? req : null;
     const allowed = who.record.allowed_models;
-    if (allowed?.length) {
-      let model = geminiModel(path);
-      if (model === null && body) {
-        const scanned = await scanModel(req);
-        if ('refused' in scanned) return send(res, dialect, scanned.refused);
-        model = scanned.model;
-        body = scanned.body;
-      }
-      if (model === null) return send(res, dialect, problem(400, 'invalid_request', 'model_required', 'This key may use only some models, and the request names none.'));
-      if (!modelAllowed(allowed, model)) {
-        return send(res, dialect, problem(403, 'permission', 'model_not_allowed', `This key may not use ${model}. It may use: ${allowed.join(', ')}.`));
-      }
-    }
+    if (!allowed?.length) return this.admitAndForward(req, res, who, { path: target, headers, dialect, body });
+    // A key restricted to some models: read the model (the Gemini path's, or the body's "model").
+    const model = geminiModel(path);
+    if (model !== null || !body) return this.checkModel(req, res, who, allowed, model, { path: target, headers, dialect, body });
+    scanModel(req).then((scanned) => {
+      if ('refused' in scanned) return this.refuse(res, dialect, scanned.refused);
+      this.checkModel(req, res, who, allowed, scanned.model, { path: target, headers, dialect, body: scanned.body });
+    }, (err: Error) => { res.destroy(err); });
+  }
 
+  private checkModel(req: IncomingMessage, res: ServerResponse, who: Identified, allowed: readonly string[], model: string | null, o: Outbound): void {
+    if (model === null) return this.refuse(res, o.dialect, problem(400, 'invalid_request', 'model_required', 'This key may use only some models, and the request names none.'));
+    if (!modelAllowed(allowed, model)) {
+      return this.refuse(res, o.dialect, problem(403, 'permission', 'model_not_allowed', `This key may not use ${model}. It may use: ${allowed.join(', ')}.`));
+    }
+    this.admitAndForward(req, res, who, o);
+  }
+
+  private admitAndForward(req: IncomingMessage, res: ServerResponse, who: Identified, o: Outbound): void {
     const lease = this.d.admission.admit(who.keyId, who.record);
-    if (isRefused(lease)) return send(res, dialect, lease);
-    this.forward(req, res, { path: target, headers, dialect, body, lease });
+    if (isRefused(lease)) return this.refuse(res, o.dialect, lease);
+    this.forward(req, res, { ...o, lease });
   }
 
   private forward(req: IncomingMessage, res: ServerResponse,
@@ -224,6 +238,11 @@ export class Gateway {
     this.pool.dispatch({
       method: (req.method ?? 'GET') as 'GET', path: o.path, headers: o.headers as Record<string, string>, body: o.body ?? undefined,
     }, handler);
+  }
+
+  private refuse(res: ServerResponse, dialect: Dialect, r: Refused): void {
+    this.d.metrics?.gatewayRefusals.inc({ code: r.code });
+    send(res, dialect, r);
   }
 
   /** A WebSocket (or other) upgrade: checked like a request, then the two connections are joined. */

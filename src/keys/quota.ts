@@ -113,6 +113,7 @@ export class QuotaService {
     if (!suspended.length) return [];
     await this.store.commit();
     this.d.events.emit('keys.changed');
+    for (const s of suspended) this.d.events.emit('quota.suspended', 1, s.reason);
     for (const s of suspended) {
       const record = this.store.getKey(s.key)!;
       await this.audit({ kind: 'system' }, 'key.suspend', s.id, { reason: s.reason, until: s.until, used: this.usedToday(s.key, record),

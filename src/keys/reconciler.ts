@@ -135,6 +135,7 @@ export class Reconciler {
       await (op === 'add' ? this.deps.client.addKey(key) : this.deps.client.removeKey(key));
       this.landed.set(key, { op, at: Date.now() });
       wrote = true;
+      this.counts[op === 'add' ? 'added' : 'removed']++;
       return true;
     }).then(() => wrote);
   }
@@ -200,7 +201,12 @@ export class Reconciler {
     this.deps.followUp?.(this.deps.verifyDelayMs ?? 1000);
   }
 
+  /** Keys written to CLIProxyAPI, and management calls that failed, since the start (for /metrics). */
+  readonly counts = { added: 0, removed: 0, errors: new Map<string, number>() };
+
   private onError(err: unknown): void {
+    const code = err instanceof CliproxyError ? errorCode(err) : 'other';
+    this.counts.errors.set(code, (this.counts.errors.get(code) ?? 0) + 1);
     // While CLIProxyAPI is down, look again sooner than the schedule, so pending keys go live soon
     // after it is back. (A rejected key pauses the client instead.)
     if (err instanceof CliproxyUnreachable) this.deps.followUp?.(this.deps.retryDownMs ?? 5000);

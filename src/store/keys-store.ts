@@ -263,6 +263,15 @@ export class KeysStore {
     await this.nextFlush();
   }
 
+  /**
+   * The two key files as a checkpoint would write them, after every change made so far is written
+   * (for a backup: one moment, taken synchronously once the flush is done).
+   */
+  async snapshot(): Promise<{ 'key_pool.json': string; 'user_keys.json': string }> {
+    await this.nextFlush();
+    return { 'key_pool.json': renderPool(this.s, new Map()), 'user_keys.json': [...renderUsers(this.s)].join('') };
+  }
+
   /** For the checkpoint job: a checkpoint if anything was journaled since the last one. */
   async checkpointIfDirty(): Promise<void> {
     if (this.journal.bytes > 0 || this.touchedKeys.size || this.touchedPool.size || this.touchedUsers.size) await this.checkpoint();

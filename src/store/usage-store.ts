@@ -162,6 +162,11 @@ export class UsageStore {
   meta(name: string, value?: string): Promise<string | null> { return this.request({ op: 'meta', name, value }); }
 
   /** Finishes what was sent, checkpoints the WAL and ends the writer thread; reads end too. */
+  /** An online backup of usage.db into `dest` (SQLite's backup API: a consistent copy while ingestion goes on). */
+  async backupTo(dest: string): Promise<void> {
+    await this.db.backup(dest);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     try {

@@ -29,6 +29,11 @@ const OWN_EMAIL = 'owner@matrix.example';
 /** Every route of the app, with the status each kind of caller gets. */
 const MATRIX: Record<string, Row | Row[]> = {
   'GET /healthz': { via: 'api', request: async () => ({ path: '/healthz' }), expect: all(200) },
+  'POST /admin/backup': {
+    via: 'api', request: async () => ({ path: '/admin/backup', body: {} }),
+    expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 200 },
+  },
+  'GET /metrics': { via: 'api', request: async () => ({ path: '/metrics' }), expect: { none: 401, wrong: 401, other: 401, revoked: 401, own: 401, admin: 200 } },
   'GET /api/key-pool-status': { via: 'api', request: async () => ({ path: '/api/key-pool-status' }), expect: all(200) },
   'POST /api/register-key': {
     via: 'api', request: async (c) => ({ path: '/api/register-key', body: { email: c.ownEmail } }),

@@ -90,3 +90,42 @@ describe('generate-keys', () => {
     }
   });
 });
+
+describe('the command line', () => {
+  it('starts with no command (as npx key-portal does), and every command has --help', async () => {
+    for (const args of [['--help'], ['start', '--help'], ['generate-keys', '--help'], ['backup', '--help'], ['restore', '--help']]) {
+      const r = await run('key-portal', args);
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stdout, /key-portal/);
+    }
+    assert.match((await run('key-portal', ['--help'])).stdout, /start.*\n.*generate-keys[\s\S]*backup[\s\S]*restore/);
+    const dir = await tempDir('kp-cli-default-');
+    const fake = await FakeCliproxy.start();
+    const child = spawn(process.execPath, [path.join(ROOT_DIR, 'bin', 'key-portal')], {
+      env: { PATH: process.env.PATH, LOG_FILE: '', DATA_DIR: dir, PORT: '0', HOST: '127.0.0.1', CLIPROXY_URL: fake.url, ADMIN_TOKEN: ADMIN, POOL_SIZE: '5' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      const { readLock } = await import('../../src/store/lock.js');
+      const deadline = Date.now() + 15_000;
+      while (!readLock(dir)?.port && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const port = readLock(dir)?.port;
+      assert.ok(port, 'listening');
+      assert.equal((await fetch(`http://127.0.0.1:${port}/healthz?probe=live`)).status, 200);
+    } finally {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, 'a clean stop');
+      await fake.stop();
+    }
+  });
+
+  it('takes back flags npm kept for itself (npm start --port 9000)', async () => {
+    const { npmFlags } = await import('../../src/cli/main.js');
+    const npm = { npm_lifecycle_event: 'start' };
+    assert.deepEqual(npmFlags(['start', '9000'], { ...npm, npm_config_port: 'true' }).args, ['start', '--port', '9000']);
+    assert.deepEqual(npmFlags(['start'], { ...npm, npm_config_port: '9000', npm_config_data_dir: '/srv/kp' }).args, ['start', '--port', '9000', '--data-dir', '/srv/kp']);
+    assert.match(npmFlags(['start', '9000', '/srv'], { ...npm, npm_config_port: 'true', npm_config_data_dir: 'true' }).error ?? '', /npm start -- --port … --data-dir …/);
+    assert.deepEqual(npmFlags(['start', '--port', '9000'], {}).args, ['start', '--port', '9000'], 'outside npm: as given');
+  });
+});

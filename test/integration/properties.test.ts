@@ -136,6 +136,8 @@ function routes(k: Known): fc.Arbitrary<Route> {
     fixed('GET', '/my-keys', 'get', 'revoked'),
     fixed('GET', '/usage', 'get', 'from', 'to'),
     fixed('GET', '/healthz', 'get', 'probe'),
+    fixed('GET', '/metrics', 'get'),
+    fixed('POST', '/admin/backup', 'json'),
     withParams([id(k)], (i) => ({ method: 'GET', path: `/api/key-stats/${i}`, kind: 'get' }), 'from', 'to', 'days'),
     withParams([id(k)], (i) => ({ method: 'GET', path: `/admin/keys/${i}`, kind: 'get' }), 'done', 'confirm'),
     withParams([id(k)], (i) => ({ method: 'GET', path: `/my-keys/revoke/${i}`, kind: 'get' })),

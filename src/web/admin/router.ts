@@ -1,3 +1,8 @@
+import { createReadStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { Router, type Request, type Response } from 'express';
 import { AppError } from '../../errors.js';
 import type { AuditEntry } from '../../store/audit.js';
@@ -118,7 +123,23 @@ export function adminRouter(deps: WebDeps): Router {
     });
   });
 
+  // ---- backup ------------------------------------------------------------------------------------
+
+  /** POST /admin/backup: one file, consistent while the portal keeps serving (`key-portal backup` asks for it). */
+  const backupApi = Router();
+  backupApi.post('/admin/backup', adminApi(deps), async (req, res) => {
+    const file = path.join(deps.config.DATA_DIR, `.backup-${randomBytes(6).toString('hex')}.${process.pid}.tmp`);
+    try {
+      const meta = await deps.backup(file);
+      await audit.record(actorOf(res), 'data.backup', undefined, { keys: meta.keys, users: meta.users });
+      res.set({ 'Content-Type': 'application/octet-stream', 'Content-Disposition': `attachment; filename="key-portal-${String(meta.created_at).slice(0, 10)}.kpbackup"` });
+      await pipeline(createReadStream(file), res);
+    } finally {
+      await rm(file, { force: true });
+    }
+  });
+
   const r = Router();
-  r.use(session, poolApi, poolPages, auditApi, auditPages, adminKeysRouter(deps));
+  r.use(session, poolApi, poolPages, auditApi, auditPages, backupApi, adminKeysRouter(deps));
   return r;
 }

@@ -1,4 +1,5 @@
 import { Router } from 'express';
+import { BEARER, fail } from '../../errors.js';
 import type { WebDeps } from '../http/deps.js';
 
 /**
@@ -16,6 +17,12 @@ export function healthRouter(deps: WebDeps): Router {
     res.status(reasons.length ? 503 : 200);
     if (!deps.auth.privileged(req)) return res.json({ status: reasons.length ? 'degraded' : 'ok', reasons: reasons.map((x) => x.code) });
     res.json(deps.health.details(reasons));
+  });
+
+  /** GET /metrics: Prometheus text format, for the admin token (or session) or METRICS_TOKEN. */
+  r.get('/metrics', async (req, res) => {
+    if (!deps.auth.privileged(req)) throw fail('metrics_token_required', {}, BEARER);
+    res.set('Content-Type', deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
   });
   return r;
 }

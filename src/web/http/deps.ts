@@ -3,6 +3,7 @@ import type { Audit } from '../../audit.js';
 import type { Clock } from '../../clock.js';
 import type { Config } from '../../config.js';
 import type { FailureGuard } from '../../failure-guard.js';
+import type { Metrics } from '../../metrics.js';
 import type { HealthService } from '../../health.js';
 import type { QuotaService } from '../../keys/quota.js';
 import type { RegistrationService } from '../../keys/registration.js';
@@ -33,6 +34,9 @@ export interface AppDeps {
   zone: Zone;
   adminToken: string;
   sessionSecret: string;
+  metrics: Metrics;
+  /** Writes a consistent backup of the data directory to a file (POST /admin/backup). */
+  backup(out: string): Promise<Record<string, unknown>>;
   /** The gateway's port when GATEWAY_PORT is set: key holders are then sent there. */
   gatewayPort: number | null;
 }

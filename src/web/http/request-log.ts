@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
-import type { Logger } from '../../log.js';
+import { requestContext, type Logger } from '../../log.js';
 
 declare module 'express-serve-static-core' {
   interface Request { id: string; log: Logger }
@@ -12,7 +12,7 @@ export function requestLog(log: Logger) {
   return (req: Request, res: Response, next: NextFunction) => {
     const incoming = req.get('x-request-id');
     req.id = incoming && /^[\w.-]{1,64}$/.test(incoming) ? incoming : randomUUID();
-    req.log = http.child({ req_id: req.id });
+    req.log = http;
     res.setHeader('X-Request-Id', req.id);
     const started = process.hrtime.bigint();
     res.on('finish', () => {
@@ -24,6 +24,6 @@ export function requestLog(log: Logger) {
       else if (req.path === '/healthz' || req.path.startsWith('/static/')) req.log.debug(line, 'request');
       else req.log.info(line, 'request');
     });
-    next();
+    requestContext.run(req.id, next);
   };
 }

@@ -1,0 +1,111 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ManagementClient } from './cliproxy/management.js';
+import type { Events } from './events.js';
+import type { FailureGuard } from './failure-guard.js';
+import type { Admission } from './gateway/admission.js';
+import type { Reconciler } from './keys/reconciler.js';
+import type { LogFile } from './log-file.js';
+import type { KeysStore } from './store/keys-store.js';
+import type { UsageService } from './usage/service.js';
+
+export interface MetricsDeps {
+  store: KeysStore;
+  usage: UsageService;
+  cliproxy: ManagementClient;
+  reconciler: Reconciler;
+  guard: FailureGuard;
+  events: Events;
+  logFile: LogFile | null;
+  now: () => number;
+}
+
+/** A counter whose value lives elsewhere (a service's own count): set from it at each scrape. */
+function mirrored(c: Counter<string>, labels: Record<string, string>, value: number): void {
+  c.reset();
+  c.inc(labels, value);
+}
+
+/**
+ * GET /metrics (Prometheus text format, prom-client): keys by state, the pool, usage ingestion,
+ * CLIProxyAPI's reachability and management errors, reconciler writes, HTTP and gateway request
+ * durations, suspensions, storage errors. Gauges are read from the services when scraped; nothing
+ * here is on a request's path but the two histograms.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly http: Histogram<'method' | 'route' | 'status'>;
+  readonly gateway: Histogram<'status'>;
+  readonly gatewayRefusals: Counter<'code'>;
+  private admission: Admission | null = null;
+
+  constructor(d: MetricsDeps) {
+    const r = this.registry;
+    collectDefaultMetrics({ register: r, prefix: 'kp_' });
+    const buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+    this.http = new Histogram({ name: 'kp_http_request_duration_seconds', help: 'Portal pages and API, by route', labelNames: ['method', 'route', 'status'], buckets, registers: [r] });
+    this.gateway = new Histogram({ name: 'kp_gateway_request_duration_seconds', help: 'Gateway requests, until the answer is whole', labelNames: ['status'], buckets, registers: [r] });
+    this.gatewayRefusals = new Counter({ name: 'kp_gateway_refusals_total', help: 'Gateway requests refused before forwarding, by code', labelNames: ['code'], registers: [r] });
+    const suspensions = new Counter({ name: 'kp_suspensions_total', help: 'Keys suspended for reaching a daily limit', labelNames: ['reason'], registers: [r] });
+    d.events.on('quota.suspended', (n, reason) => suspensions.inc({ reason }, n));
+
+    new Gauge({
+      name: 'kp_keys', help: 'Issued keys by state', labelNames: ['state'], registers: [r],
+      collect() {
+        const by = new Map<string, number>([['active', 0], ['pending', 0], ['suspended', 0], ['revoked', 0]]);
+        for (const [, rec] of d.store.entries()) by.set(rec.status, (by.get(rec.status) ?? 0) + 1);
+        this.reset();
+        for (const [state, n] of by) this.set({ state }, n);
+      },
+    });
+    new Gauge({
+      name: 'kp_pool_keys', help: 'Pool keys by state (unused: spare keys left to hand out)', labelNames: ['state'], registers: [r],
+      collect() { const p = d.store.poolStatus(); for (const s of ['unused', 'assigned', 'retired'] as const) this.set({ state: s }, p[s]); },
+    });
+    new Counter({
+      name: 'kp_usage_records_ingested_total', help: 'Usage records counted since the start', registers: [r],
+      collect() { mirrored(this, {}, d.usage.status().ingested_total); },
+    });
+    new Gauge({
+      name: 'kp_usage_last_record_age_seconds', help: 'Time since the newest usage record (not a lag when nobody is using the proxy)', registers: [r],
+      collect() { const at = d.usage.status().last_usage_at; this.set(at ? (d.now() - Date.parse(at)) / 1000 : -1); },
+    });
+    new Gauge({
+      name: 'kp_usage_source', help: 'The usage source in use (1 for the current one)', labelNames: ['source', 'state'], registers: [r],
+      collect() { const u = d.usage.status(); this.reset(); this.set({ source: u.source ?? 'none', state: u.state ?? 'none' }, 1); },
+    });
+    new Gauge({
+      name: 'kp_cliproxy_up', help: 'CLIProxyAPI reachable (1) or not (0), and the management key accepted', labelNames: ['check'], registers: [r],
+      collect() { const s = d.cliproxy.status(); this.set({ check: 'reachable' }, s.reachable ? 1 : 0); this.set({ check: 'authenticated' }, s.authenticated ? 1 : 0); },
+    });
+    new Counter({
+      name: 'kp_cliproxy_management_errors_total', help: 'Management calls of the reconciler that failed, by error code', labelNames: ['code'], registers: [r],
+      collect() { this.reset(); for (const [code, n] of d.reconciler.counts.errors) this.inc({ code }, n); },
+    });
+    new Counter({
+      name: 'kp_reconciler_writes_total', help: 'Keys added to or removed from CLIProxyAPI', labelNames: ['action'], registers: [r],
+      collect() { this.reset(); this.inc({ action: 'add' }, d.reconciler.counts.added); this.inc({ action: 'remove' }, d.reconciler.counts.removed); },
+    });
+    new Gauge({
+      name: 'kp_storage_error', help: 'A store that cannot write now (1)', labelNames: ['store'], registers: [r],
+      collect() {
+        const u = d.usage.status();
+        this.set({ store: 'keys' }, d.store.storageError ? 1 : 0);
+        this.set({ store: 'keys_checkpoint' }, d.store.checkpointError ? 1 : 0);
+        this.set({ store: 'usage' }, u.storage_error ? 1 : 0);
+        this.set({ store: 'log' }, d.logFile?.error ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'kp_auth_locked_out_addresses', help: 'Addresses locked out for wrong credentials', registers: [r],
+      collect() { this.set(d.guard.lockedOut()); },
+    });
+    const self = this;
+    new Gauge({
+      name: 'kp_gateway_inflight_requests', help: 'Gateway requests under way', registers: [r],
+      collect() { this.set(self.admission?.inflight() ?? 0); },
+    });
+  }
+
+  /** The gateway's admission, once it exists (for the in-flight gauge). */
+  watchGateway(admission: Admission): void { this.admission = admission; }
+}
