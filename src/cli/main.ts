@@ -29,6 +29,8 @@ export function configFlags(argv: Record<string, unknown>): Partial<Record<Confi
  * nothing. Both are taken back here, for the portal's own flags only. With several `--flag value`
  * pairs npm loses their order, so that case asks for `npm start -- …` instead.
  */
+const BOOLEAN_FLAGS = new Set(['--force', '--preload', '--help', '--version']);
+
 export function npmFlags(args: string[], env: NodeJS.ProcessEnv): { args: string[]; error?: string } {
   if (!env.npm_lifecycle_event) return { args };
   const valued: string[] = [];
@@ -38,11 +40,22 @@ export function npmFlags(args: string[], env: NodeJS.ProcessEnv): { args: string
     if (value === undefined || value === '') continue;
     if (value === 'true') bare.push(flagName(v)); else valued.push(`--${flagName(v)}`, value);
   }
-  const command = args[0] && !args[0].startsWith('-') ? [args[0]] : [];
-  const positional = args.slice(command.length).filter((a) => !a.startsWith('-'));
-  const rest = args.slice(command.length).filter((a) => a.startsWith('-'));
-  if (bare.length === 0) return { args: [...command, ...rest, ...valued, ...positional] };
-  if (bare.length === 1 && positional.length === 1) return { args: [...command, ...rest, ...valued, `--${bare[0]}`, positional[0]!] };
+  if (bare.length === 0) return { args: [...args, ...valued] };
+  // The value npm left behind is the one word that belongs to no flag of the command line.
+  const command = args[0] && !args[0].startsWith('-') ? 1 : 0;
+  const stray: number[] = [];
+  for (let i = command; i < args.length; i++) {
+    const a = args[i]!;
+    if (a.startsWith('-')) {
+      if (!a.includes('=') && !BOOLEAN_FLAGS.has(a) && i + 1 < args.length && !args[i + 1]!.startsWith('-')) i++; // its value
+      continue;
+    }
+    stray.push(i);
+  }
+  if (bare.length === 1 && stray.length === 1) {
+    const at = stray[0]!;
+    return { args: [...args.slice(0, at), ...args.slice(at + 1), ...valued, `--${bare[0]}`, args[at]!] };
+  }
   return { args, error: `npm kept ${bare.map((b) => `--${b}`).join(', ')} for itself; write npm start -- ${bare.map((b) => `--${b} …`).join(' ')}` };
 }
 

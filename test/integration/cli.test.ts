@@ -127,5 +127,9 @@ describe('the command line', () => {
     assert.deepEqual(npmFlags(['start'], { ...npm, npm_config_port: '9000', npm_config_data_dir: '/srv/kp' }).args, ['start', '--port', '9000', '--data-dir', '/srv/kp']);
     assert.match(npmFlags(['start', '9000', '/srv'], { ...npm, npm_config_port: 'true', npm_config_data_dir: 'true' }).error ?? '', /npm start -- --port … --data-dir …/);
     assert.deepEqual(npmFlags(['start', '--port', '9000'], {}).args, ['start', '--port', '9000'], 'outside npm: as given');
+    // npx passes flags through: they stay exactly as given (a flag's value is not a stray word).
+    const npx = { npm_lifecycle_event: 'npx' };
+    assert.deepEqual(npmFlags(['restore', '--from', 'b.kpbackup', '--data-dir', '/srv/kp', '--force'], npx).args, ['restore', '--from', 'b.kpbackup', '--data-dir', '/srv/kp', '--force']);
+    assert.deepEqual(npmFlags(['backup', '--out', 'b.kpbackup', '9000'], { ...npm, npm_config_port: 'true' }).args, ['backup', '--out', 'b.kpbackup', '--port', '9000']);
   });
 });
