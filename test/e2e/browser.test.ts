@@ -86,6 +86,30 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
     await page.context().close();
   });
 
+  it('copies the key on a plain-HTTP intranet address, where there is no Clipboard API', async () => {
+    const context = await browser.newContext({ locale: 'en-US' });
+    // What a page at http://10.x.x.x:8080 sees: not a secure context, so no navigator.clipboard.
+    await context.addInitScript({ content: `
+      Object.defineProperty(window, 'isSecureContext', { value: false });
+      Object.defineProperty(Navigator.prototype, 'clipboard', { get: () => undefined });
+      const original = document.execCommand.bind(document);
+      document.execCommand = (command, ...rest) => {
+        if (command === 'copy') window.copied = document.activeElement ? document.activeElement.value : '';
+        return original(command, ...rest);
+      };` });
+    const page = await context.newPage();
+    page.setDefaultTimeout(10_000);
+    await page.goto(`${t.url}/register`);
+    await page.fill('#email', 'plain-http@example.com');
+    await page.click('button[type=submit]');
+    const key = (await page.textContent('#new-key'))!.trim();
+    await page.click('button[data-copy="new-key"]');
+    await page.waitForFunction('window.copied !== undefined');
+    assert.equal(await page.evaluate('window.copied'), key, 'the whole key, copied');
+    assert.equal((await page.textContent('button[data-copy="new-key"]'))!.trim(), 'Copied');
+    await context.close();
+  });
+
   it('admin signs in and sees the person on the leaderboard; a wrong token is refused', async () => {
     const page = await newPage();
     await page.goto(`${t.url}/admin/users`);
