@@ -1,5 +1,5 @@
 import { createWriteStream, existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { chmod, mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import Database from 'better-sqlite3';
@@ -8,15 +8,7 @@ import { silentLogger } from '../log.js';
 import { readBackupMeta, restoreBackup, writeBackup } from '../store/backup.js';
 import { KeysStore } from '../store/keys-store.js';
 import { DataDirLock, readLock } from '../store/lock.js';
-
-function portalUrl(host: string | null, port: number): string {
-  const h = !host || host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
-  return `http://${h}:${port}`;
-}
-
-async function adminToken(config: Config): Promise<string> {
-  return config.ADMIN_TOKEN ?? await readFile(path.join(config.DATA_DIR, '.admin-token'), 'utf8').then((s) => s.trim(), () => '');
-}
+import { runningPortal } from './running-portal.js';
 
 /**
  * `key-portal backup --out FILE`: a consistent copy of the data directory in one file. With a portal
@@ -25,12 +17,10 @@ async function adminToken(config: Config): Promise<string> {
  */
 export async function backupCommand(config: Config, out: string, print: (s: string) => void): Promise<number> {
   const target = path.resolve(out);
-  const running = readLock(config.DATA_DIR);
-  if (running?.port) {
-    const token = await adminToken(config);
-    if (!token) throw new Error(`a portal is running on ${config.DATA_DIR} (port ${running.port}) but no admin token is known: set ADMIN_TOKEN`);
+  const running = await runningPortal(config, 'back it up');
+  if (running) {
     print(`A portal is running on this data directory (port ${running.port}); asking it for the backup`);
-    const res = await fetch(`${portalUrl(running.host, running.port)}/admin/backup`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, Accept: 'application/octet-stream' } });
+    const res = await fetch(`${running.url}/admin/backup`, { method: 'POST', headers: { Authorization: `Bearer ${running.token}`, Accept: 'application/octet-stream' } });
     if (res.status !== 200 || !res.body) throw new Error(`the portal answered ${res.status}: ${(await res.text()).slice(0, 300)}`);
     const tmp = `${target}.${process.pid}.tmp`;
     try {

@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import axios from 'axios';
 import { ManagementClient } from '../cliproxy/management.js';
@@ -9,7 +8,8 @@ import { newSecret, SENTINEL_PREFIX } from '../keys/format.js';
 import { silentLogger } from '../log.js';
 import { AuditLog } from '../store/audit.js';
 import { KeysStore } from '../store/keys-store.js';
-import { DataDirLock, readLock } from '../store/lock.js';
+import { DataDirLock } from '../store/lock.js';
+import { runningPortal } from './running-portal.js';
 import { fileSecret } from '../store/secrets.js';
 import { mkdir } from 'node:fs/promises';
 
@@ -31,8 +31,8 @@ export async function generateKeys(o: GenerateOptions): Promise<number> {
   if (!Number.isInteger(count) || count < 1 || count > 100_000) {
     throw new Error('--count must be a whole number from 1 to 100000');
   }
-  const running = readLock(config.DATA_DIR);
-  if (running?.port) return viaRunningPortal(o, count, running.host, running.port);
+  const running = await runningPortal(config, 'generate keys');
+  if (running) return viaRunningPortal(o, count, running);
 
   await mkdir(config.DATA_DIR, { recursive: true, mode: 0o700 });
   const lock = DataDirLock.acquire(config.DATA_DIR);
@@ -67,15 +67,11 @@ export async function generateKeys(o: GenerateOptions): Promise<number> {
   }
 }
 
-async function viaRunningPortal(o: GenerateOptions, count: number, host: string | null, port: number): Promise<number> {
+async function viaRunningPortal(o: GenerateOptions, count: number, running: { url: string; port: number; token: string }): Promise<number> {
   const { config, print } = o;
-  const h = !host || host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
-  const url = `http://${h}:${port}/admin/pool`;
-  const token = config.ADMIN_TOKEN ?? await readFile(path.join(config.DATA_DIR, '.admin-token'), 'utf8').then((s) => s.trim(), () => '');
-  if (!token) throw new Error(`a portal is running on ${config.DATA_DIR} (port ${port}) but no admin token is known: set ADMIN_TOKEN`);
-  print(`A portal is running on this data directory (port ${port}); asking it to generate the keys`);
-  const res = await axios.post(url, { count, preload: o.preload || undefined }, {
-    headers: { Authorization: `Bearer ${token}` }, validateStatus: () => true, proxy: false, timeout: 60_000,
+  print(`A portal is running on this data directory (port ${running.port}); asking it to generate the keys`);
+  const res = await axios.post(`${running.url}/admin/pool`, { count, preload: o.preload || undefined }, {
+    headers: { Authorization: `Bearer ${running.token}` }, validateStatus: () => true, proxy: false, timeout: 60_000,
   });
   if (res.status !== 201) {
     const msg = res.data?.error?.message ?? `HTTP ${res.status}`;

@@ -104,14 +104,8 @@ export class Admission {
         s.counted = { since, requests: u.requests, tokens: u.tokens };
       }
       used = Math.max(s.counted.requests, s.done.count) + s.reserved;
-      if (dailyLimit && used >= dailyLimit) {
-        return refuse(429, 'daily_limit_reached', `This key's daily limit of ${dailyLimit} requests is reached. It resets at ${this.d.zone.format(next)}.`,
-          { 'retry-after': String(resetIn), ...rateHeaders(dailyLimit, 0, resetIn) });
-      }
-      if (tokenLimit && s.counted.tokens >= tokenLimit) {
-        return refuse(429, 'daily_token_limit_reached', `This key's daily limit of ${tokenLimit} tokens is reached. It resets at ${this.d.zone.format(next)}.`,
-          { 'retry-after': String(resetIn) });
-      }
+      if (dailyLimit && used >= dailyLimit) return limitReached('daily_limit', dailyLimit, next, now, this.d.zone);
+      if (tokenLimit && s.counted.tokens >= tokenLimit) return limitReached('daily_token_limit', tokenLimit, next, now, this.d.zone);
     }
 
     const rpm = record.rpm_limit || 0;
@@ -124,10 +118,7 @@ export class Admission {
       }
     }
     const concurrency = record.max_concurrency || 0;
-    if (concurrency && s.inflight >= concurrency) {
-      return refuse(429, 'concurrency_limit_reached', `This key may have ${concurrency} requests under way at once. Try again when one has finished.`,
-        { 'retry-after': '1' });
-    }
+    if (concurrency && s.inflight >= concurrency) return tooManyAtOnce(concurrency);
 
     // Admitted: hold the units.
     s.inflight++;
@@ -154,13 +145,27 @@ export class Admission {
   hold(keyId: string, record: KeyRecord): Lease | Refused {
     const s = this.state(keyId);
     const concurrency = record.max_concurrency || 0;
-    if (concurrency && s.inflight >= concurrency) {
-      return refuse(429, 'concurrency_limit_reached', `This key may have ${concurrency} requests under way at once. Try again when one has finished.`, { 'retry-after': '1' });
-    }
+    if (concurrency && s.inflight >= concurrency) return tooManyAtOnce(concurrency);
     s.inflight++;
     let released = false;
     return { headers: {}, release: () => { if (!released) { released = true; s.inflight--; } } };
   }
+}
+
+/**
+ * A daily limit reached, said the same way whether the gateway counted it or the key was already
+ * suspended for it: when it resets (in TIMEZONE), Retry-After until then, and the rate headers.
+ */
+export function limitReached(kind: 'daily_limit' | 'daily_token_limit', limit: number, resetsAt: number | null, now: number, zone: Zone): Refused {
+  const wait = resetsAt === null ? 3600 : Math.max(1, Math.ceil((resetsAt - now) / 1000));
+  const what = kind === 'daily_limit' ? `${limit} requests` : `${limit} tokens`;
+  const when = resetsAt === null ? 'midnight' : zone.format(resetsAt);
+  return refuse(429, `${kind}_reached`, `This key's daily limit of ${what} is reached. It resets at ${when}.`,
+    { 'retry-after': String(wait), ...(kind === 'daily_limit' && limit ? rateHeaders(limit, 0, wait) : {}) });
+}
+
+function tooManyAtOnce(concurrency: number): Refused {
+  return refuse(429, 'concurrency_limit_reached', `This key may have ${concurrency} requests under way at once. Try again when one has finished.`, { 'retry-after': '1' });
 }
 
 function refuse(status: number, code: string, message: string, headers: Record<string, string>): Refused {

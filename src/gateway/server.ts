@@ -5,7 +5,7 @@ import { Pool, type Dispatcher } from 'undici';
 import type { KeyService } from '../keys/service.js';
 import type { Logger } from '../log.js';
 import { keyIdOf } from '../keys/format.js';
-import { type Admission, isRefused, type Lease, rateHeaders, type Refused } from './admission.js';
+import { type Admission, isRefused, type Lease, limitReached, type Refused } from './admission.js';
 import type { Clock } from '../clock.js';
 import type { Metrics } from '../metrics.js';
 import type { Zone } from '../time/zone.js';
@@ -161,12 +161,7 @@ export class Gateway {
         const s = r.suspension;
         if (s && s.reason !== 'admin') {
           const until = s.until ? Date.parse(s.until) : NaN;
-          const wait = Number.isFinite(until) ? Math.max(1, Math.ceil((until - this.d.clock.now()) / 1000)) : 3600;
-          const what = s.reason === 'daily_limit' ? `daily limit of ${r.daily_limit} requests` : `daily limit of ${r.daily_token_limit} tokens`;
-          const when = Number.isFinite(until) ? this.d.zone.format(until) : 'midnight';
-          return { ...problem(429, 'rate_limit', s.reason === 'daily_limit' ? 'daily_limit_reached' : 'daily_token_limit_reached',
-            `This key's ${what} is reached. It resets at ${when}.`),
-          headers: { 'retry-after': String(wait), ...(s.reason === 'daily_limit' && r.daily_limit ? rateHeaders(r.daily_limit, 0, wait) : {}) } };
+          return limitReached(s.reason, s.reason === 'daily_limit' ? r.daily_limit : r.daily_token_limit, Number.isFinite(until) ? until : null, this.d.clock.now(), this.d.zone);
         }
         return problem(403, 'permission', 'key_suspended', `Key ${keyId} is suspended by an admin.`);
       }
