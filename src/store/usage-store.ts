@@ -147,7 +147,7 @@ export class UsageStore {
       t.last_used = t.last_used === null ? d.last : Math.max(t.last_used, d.last);
       this.totalsById.set(d.k, t);
     }
-    if (result.inserted) this.version++;
+    if (result.inserted || result.keys.length) this.version++;
     return result;
   }
 

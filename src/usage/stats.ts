@@ -57,7 +57,7 @@ interface Owner { email: string; name: string; keyCount: number; totals: Readonl
 
 /** Read-side queries over the key store and usage.db. Never returns a full key. */
 export class StatsService {
-  private cache: { at: number; value: Leaderboard; json: { body: string; etag: string } | null } | null = null;
+  private cache: { at: number; basis: string; value: Leaderboard; json: { body: Buffer; etag: string } | null } | null = null;
   private owners: { version: string; liveKeys: number; users: Owner[] } | null = null;
 
   constructor(private readonly d: { store: KeysStore; usage: UsageStore; zone: Zone; clock: Clock; ttlMs: number }) {}
@@ -322,10 +322,11 @@ export class StatsService {
    * 10k people the JSON is over a megabyte, and serialising it per request would cost more than
    * computing it.
    */
-  allUsersJson(): { body: string; etag: string } {
+  allUsersJson(): { body: Buffer; etag: string } {
     // Stale while revalidating: once the TTL is up, the last body is still served and the next one
     // is built right after, off the request's path (an admin's change invalidates at once instead).
-    const c = this.cache;
+    // Nothing is rebuilt while neither the keys nor the usage changed.
+    const c = this.renewed();
     if (c?.json && this.d.clock.now() - c.at >= this.d.ttlMs) {
       if (!this.rebuilding) {
         this.rebuilding = true;
@@ -338,9 +339,20 @@ export class StatsService {
 
   private rebuilding = false;
 
-  private jsonOf(b: NonNullable<StatsService['cache']>): { body: string; etag: string } {
+  /** What the leaderboard is computed from: it cannot differ while this stays the same. */
+  private basis(): string { return `${this.d.store.version}:${this.d.usage.version}`; }
+
+  /** The cached leaderboard, its age reset if what it was computed from has not changed since. */
+  private renewed(): StatsService['cache'] {
+    const c = this.cache;
+    if (c && this.d.clock.now() - c.at >= this.d.ttlMs && c.basis === this.basis()) c.at = this.d.clock.now();
+    return c;
+  }
+
+  private jsonOf(b: NonNullable<StatsService['cache']>): { body: Buffer; etag: string } {
     if (!b.json) {
-      const body = JSON.stringify({ ...b.value, unmanaged: this.unmanaged() });
+      // Kept as bytes: a string of over a megabyte would be encoded again for every response.
+      const body = Buffer.from(JSON.stringify({ ...b.value, unmanaged: this.unmanaged() }));
       b.json = { body, etag: `"${createHash('sha1').update(body).digest('base64url')}"` };
     }
     return b.json;
@@ -372,7 +384,9 @@ export class StatsService {
 
   private board(): NonNullable<StatsService['cache']> {
     const now = this.d.clock.now();
-    if (this.cache && now - this.cache.at < this.d.ttlMs) return this.cache;
+    const cached = this.renewed();
+    if (cached && now - cached.at < this.d.ttlMs) return cached;
+    const basis = this.basis();
     const owners = this.ownersNow();
     let totalTokens = 0;
     let totalRequests = 0;
@@ -393,7 +407,7 @@ export class StatsService {
     users.sort((a, b) => b.total_tokens - a.total_tokens || b.total_requests - a.total_requests || (a.email < b.email ? -1 : a.email > b.email ? 1 : 0));
     for (const u of users) u.share = totalTokens ? Math.round((u.total_tokens / totalTokens) * 10_000) / 10_000 : 0;
     const value = { users, summary: { total_users: users.length, total_requests: totalRequests, total_tokens: totalTokens, total_keys: owners.liveKeys } };
-    this.cache = { at: now, value, json: null };
+    this.cache = { at: now, basis, value, json: null };
     return this.cache;
   }
 }

@@ -88,25 +88,31 @@ async function seedUsage(dir: string): Promise<{ loggedKey: string }> {
   return { loggedKey: ids[7]! };
 }
 
-interface Child { url: string; startMs: number; wallMs: number; keys: number; ask<T>(cmd: string, extra?: object): Promise<T>; stop(): Promise<void> }
+interface Child { url: string; startMs: number; wallMs: number; settledMs: number; keys: number; ask<T>(cmd: string, extra?: object): Promise<T>; stop(): Promise<void> }
 
 async function startChild(dataDir: string, fakeUrl: string): Promise<Child> {
   const script = fileURLToPath(new URL('./stats-child.js', import.meta.url));
   const t0 = performance.now();
   const p = fork(script, [dataDir, fakeUrl], { execArgv: ['--expose-gc', ...START_FLAGS], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const first = await new Promise<{ url: string; startMs: number; keys: number }>((resolve, reject) => {
-    p.once('message', (m) => resolve(m as never));
-    p.once('exit', (code) => reject(new Error(`stats child exited ${code}`)));
+  const next = <T>() => new Promise<T>((resolve, reject) => {
+    const onExit = (code: number | null) => reject(new Error(`stats child exited ${code}`));
+    p.once('exit', onExit);
+    p.once('message', (m) => { p.off('exit', onExit); resolve(m as T); });
   });
+  // First when it is listening (start-up), then once its start-up work has settled.
+  const { startMs } = await next<{ startMs: number }>();
   const wallMs = performance.now() - t0;
+  const settled = await next<{ url: string; settledMs: number; keys: number }>();
   return {
-    ...first, wallMs,
+    ...settled, startMs, wallMs,
     ask: <T>(cmd: string, extra = {}) => new Promise<T>((resolve) => { p.once('message', (m) => resolve(m as T)); p.send({ cmd, ...extra }); }),
     stop: () => new Promise<void>((resolve) => { p.once('exit', () => resolve()); p.send({ cmd: 'stop' }); }),
   };
 }
 
-async function timeRequests(n: number, fn: () => Promise<unknown>): Promise<number[]> {
+/** n sequential requests, timed each, after `warm` untimed ones (sorted, in ms). */
+async function timeRequests(n: number, fn: () => Promise<unknown>, warm = Math.min(50, n)): Promise<number[]> {
+  for (let i = 0; i < warm; i++) await fn();
   const times: number[] = [];
   for (let i = 0; i < n; i++) {
     const t = performance.now();
@@ -163,6 +169,7 @@ export async function benchStats(): Promise<void> {
     const full = await startChild(dir, fake.url);
     const auth = { Authorization: 'Bearer bench-admin-token-0123456789' };
     let size = 0;
+    const cold = await timeRequests(1, () => fetch(`${full.url}/api/all-users-stats`, { headers: auth }).then((r) => r.arrayBuffer()), 0);
     const board = await timeRequests(500, () => fetch(`${full.url}/api/all-users-stats`, { headers: auth }).then(async (r) => { size = (await r.arrayBuffer()).byteLength; }));
     const fresh = (await full.ask<{ times: number[] }>('fresh', { n: 60 })).times.sort((a, b) => a - b);
     const browser = new Browser(full.url);
@@ -186,20 +193,20 @@ export async function benchStats(): Promise<void> {
       }
     });
     let csvBytes = 0;
-    const csv = await timeRequests(2, () => fetch(`${full.url}/api/usage.csv?days=90`, { headers: auth }).then(async (r) => { csvBytes = (await r.arrayBuffer()).byteLength; }));
+    const csv = await timeRequests(2, () => fetch(`${full.url}/api/usage.csv?days=90`, { headers: auth }).then(async (r) => { csvBytes = (await r.arrayBuffer()).byteLength; }), 0);
     const mem = await full.ask<{ rss: number; heapUsed: number; arrayBuffers: number }>('memory');
     await full.stop();
 
     printRows(`Statistics at scale: ${fmt(USERS)} users, ${fmt(full.keys)} keys, ${DAYS} days × ${MODELS.length} models (${fmt(USERS * KEYS_PER_USER * DAYS * MODELS.length)} day rows; hours for 14 days × ${HOURS_PER_DAY}/day; ${fmt(LOGGED_KEYS * DAYS * 100)} raw rows), TIMEZONE ${TZ}`, [
       { name: 'seeding usage.db (not a target)', value: `${fmt(seedS, 1)} s`, baseline: `${mb(usageBytes)} usage.db` },
-      { name: 'GET /api/all-users-stats, warm (sequential)', value: `${fmt(percentile(board, 99), 1)} ms`, target: 'p99 ≤ 10 ms', baseline: `${pct(board)}; ${mb(size)} body; same route with no usage ${pct(baseBoard)}; /healthz ${pct(healthz)}; 0.1.0: p99 8.6–11.9 ms` },
+      { name: 'GET /api/all-users-stats, warm (sequential)', value: `${fmt(percentile(board, 99), 1)} ms`, target: 'p99 ≤ 10 ms', baseline: `${pct(board)} after 50 untimed; the first request after start-up ${fmt(cold[0]!, 1)} ms (builds it); ${mb(size)} body; same route with no usage ${pct(baseBoard)}; /healthz ${pct(healthz)}; 0.1.0: p99 8.6–11.9 ms` },
       { name: 'leaderboard computed with the cache expired', value: `${fmt(percentile(fresh, 99), 1)} ms`, baseline: `${pct(fresh)}; 0.1.0: p99 15–16 ms` },
       { name: 'GET /api/user-stats/:email?days=90, random people', value: `${fmt(percentile(person90, 99), 1)} ms`, target: 'p99 ≤ 10 ms', baseline: `${pct(person90)}; 0.1.0: p50 54 ms, p99 217–245 ms` },
       { name: 'GET /api/requests: 100 rows of one key, 90-day window', value: `${fmt(percentile(log, 99), 1)} ms`, target: '≤ 20 ms', baseline: `${pct(log)} (${logRows} rows); five pages in a row ${pct(logPage5)}; 0.1.0: not queryable` },
       { name: 'GET /admin/users (page 1 of the leaderboard)', value: `${fmt(percentile(page, 99), 1)} ms`, target: '≤ 100 ms', baseline: `${pct(page)}; 0.1.0: p99 11–15 ms` },
       { name: 'GET /admin/users/:email (30-day charts)', value: `${fmt(percentile(person, 99), 1)} ms`, baseline: pct(person) },
       { name: 'GET /api/usage.csv?days=90, everyone', value: `${fmt(csv[1]! / 1000, 1)} s`, baseline: `${mb(csvBytes)}; 0.1.0: 22 s for 697 MB` },
-      { name: 'start-up until ready (process spawn → listening)', value: `${fmt(full.wallMs / 1000, 2)} s`, target: '≤ 2 s', baseline: `${fmt(base.wallMs / 1000, 2)} s with the same keys and no usage (startPortal ${fmt(full.startMs)} vs ${fmt(base.startMs)} ms); 0.1.0: 0.88–0.90 s`, ratio: `${fmt(full.wallMs / base.wallMs, 2)}×` },
+      { name: 'start-up until ready (process spawn → listening)', value: `${fmt(full.wallMs / 1000, 2)} s`, target: '≤ 2 s', baseline: `${fmt(base.wallMs / 1000, 2)} s with the same keys and no usage (startPortal ${fmt(full.startMs)} vs ${fmt(base.startMs)} ms; start-up work settled ${fmt(full.settledMs / 1000, 1)} s after spawn, before the figures above); 0.1.0: 0.88–0.90 s`, ratio: `${fmt(full.wallMs / base.wallMs, 2)}×` },
       { name: 'resident memory after start-up and the requests above, GC', value: mb(mem.rss), target: '≤ 250 MB', baseline: `${mb(baseMem.rss)} with no usage; heap ${mb(mem.heapUsed)}, array buffers ${mb(mem.arrayBuffers)}; 0.1.0: 212–242 MB`, ratio: `${fmt(mem.rss / baseMem.rss, 2)}×` },
     ]);
   } finally {

@@ -132,6 +132,42 @@ describe('usage from the v7 queue', () => {
   });
 });
 
+describe('the leaderboard cache', () => {
+  it('is not rebuilt while nothing changed, and shows new usage within one STATS_TTL_MS', async () => {
+    const t = await startTestPortal({ env: { USAGE_SOURCE: 'queue', STATS_TTL_MS: '100' } });
+    try {
+      const key = (await call(t.url, 'POST', '/api/register-key', { body: { email: 'lead@x.cn' } })).body.key;
+      await waitFor(async () => (await use(t, key)) === 200, 'key live');
+      await sync(t);
+      let builds = 0;
+      const usage = t.portal.usageStore;
+      const unmanagedIds = usage.unmanagedIds.bind(usage);
+      usage.unmanagedIds = () => { builds++; return unmanagedIds(); }; // read once per body built
+      const board = async () => {
+        const res = await fetch(`${t.url}/api/all-users-stats`, { headers: { Authorization: `Bearer ${ADMIN}` } });
+        return { etag: res.headers.get('etag'), body: await res.json() as { summary: { total_requests: number } } };
+      };
+      const first = await board();
+      assert.equal(first.body.summary.total_requests, 1);
+      for (let i = 0; i < 3; i++) {
+        await new Promise((r) => setTimeout(r, 150)); // past the TTL
+        assert.equal((await board()).etag, first.etag);
+      }
+      await new Promise((r) => setImmediate(r));
+      assert.equal(builds, 1, 'built once: keys and usage stayed the same');
+
+      await use(t, key);
+      await sync(t);
+      await new Promise((r) => setTimeout(r, 150));
+      await board(); // may still be the last one (stale while revalidating)
+      await waitFor(async () => (await board()).body.summary.total_requests === 2, 'the new request on the board');
+      assert.equal(builds, 2);
+    } finally {
+      await t.stop();
+    }
+  });
+});
+
 describe('usage exports', () => {
   it('quote cells a spreadsheet would run as a formula', async () => {
     const t = await startTestPortal({ env: { USAGE_SOURCE: 'queue' } });
