@@ -127,8 +127,8 @@ export class Zone {
   }
 
   /** An instant as people read it: '2026-11-23 14:05 +08:00'. */
-  format(ms: number): string {
-    return this.at(ms).toFormat('yyyy-MM-dd HH:mm ZZ');
+  format(ms: number, seconds = false): string {
+    return this.at(ms).toFormat(seconds ? 'yyyy-MM-dd HH:mm:ss ZZ' : 'yyyy-MM-dd HH:mm ZZ');
   }
 
   /**

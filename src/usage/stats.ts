@@ -37,8 +37,13 @@ export interface UserRow {
   share: number; last_used: string | null;
 }
 
+/** A trial key (no owner) on the leaderboard. */
+export interface TrialRow { key_id: string; label: string; status: string; total_requests: number; total_tokens: number; last_used: string | null }
+
 export interface Leaderboard {
   users: UserRow[];
+  /** Trial keys (issued without an email), revoked ones included: their usage is in the totals too. */
+  trial: { keys: TrialRow[]; total_requests: number; total_tokens: number };
   summary: { total_users: number; total_requests: number; total_tokens: number; total_keys: number };
 }
 
@@ -58,7 +63,7 @@ interface Owner { email: string; name: string; keyCount: number; totals: Readonl
 /** Read-side queries over the key store and usage.db. Never returns a full key. */
 export class StatsService {
   private cache: { at: number; basis: string; value: Leaderboard; json: { body: Buffer; etag: string } | null } | null = null;
-  private owners: { version: string; liveKeys: number; users: Owner[] } | null = null;
+  private owners: { version: string; liveKeys: number; users: Owner[]; trial: { key_id: string; label: string; status: string; totals: Readonly<KeyTotals> }[] } | null = null;
 
   constructor(private readonly d: { store: KeysStore; usage: UsageStore; zone: Zone; clock: Clock; ttlMs: number }) {}
 
@@ -165,18 +170,26 @@ export class StatsService {
     };
   }
 
-  /** A person's keys (live ones; revoked keys keep their history in the stats) and totals. */
-  myKeys(email: string): { email: string; name: string; keys: KeyView[]; totals: { requests: number; tokens: number; today_requests: number; today_tokens: number } } {
-    const user = this.d.store.getUser(email);
+  /**
+   * A person's live keys, and totals over every key they ever held: a revoked key leaves the list
+   * but its usage stays in the totals, as in the charts and on the leaderboard.
+   */
+  myKeys(email: string): { email: string; name: string; keys: KeyView[]; revoked: number;
+    totals: { requests: number; tokens: number; today_requests: number; today_tokens: number } } {
+    const { store, usage, zone, clock } = this.d;
+    const user = store.getUser(email);
     const keys = (user?.api_keys ?? []).map((k) => this.keyView(k));
+    const ever = this.keyIdsOf(email);
     const totals = { requests: 0, tokens: 0, today_requests: 0, today_tokens: 0 };
-    for (const k of keys) {
-      totals.requests += k.totals.requests;
-      totals.tokens += k.totals.tokens;
-      totals.today_requests += k.today.requests;
-      totals.today_tokens += k.today.tokens;
+    for (const id of ever) {
+      const t = usage.totals(id);
+      totals.requests += t.requests;
+      totals.tokens += t.tokens;
     }
-    return { email, name: user?.name ?? '', keys, totals };
+    const today = usage.day(ever, zone.day(clock.now()));
+    totals.today_requests = today.requests;
+    totals.today_tokens = today.tokens;
+    return { email, name: user?.name ?? '', keys, revoked: ever.length - keys.length, totals };
   }
 
   /** Every key a person ever held, revoked ones included (their usage still counts). */
@@ -294,10 +307,11 @@ export class StatsService {
     };
     yield 'date,email,key_id,model,requests,failed,tokens,input_tokens,output_tokens,reasoning_tokens,cached_tokens\n';
     const wanted = emails ? new Set(emails) : null;
+    // Everyone's export has the trial keys too (no email); a person's has only their keys.
     const owner = new Map<string, string>();
     for (const [k, r] of store.entries()) {
-      if (!r.email || (wanted && !wanted.has(r.email))) continue;
-      owner.set(keyIdOf(store.prefix, k), r.email);
+      if (r.email ? wanted && !wanted.has(r.email) : wanted) continue;
+      owner.set(keyIdOf(store.prefix, k), r.email ?? '');
     }
     const ids = wanted ? [...owner.keys()] : null;
     for (const day of zone.daysBetween(range.from, range.to)) {
@@ -373,12 +387,14 @@ export class StatsService {
       byEmail.set(email, { email, name: u.name, keyCount: u.api_keys.length, totals: [], lastMs: was?.lastMs ?? -1, lastIso: was?.lastIso ?? null });
     }
     let liveKeys = 0;
+    const trial: NonNullable<StatsService['owners']>['trial'] = [];
     for (const [k, r] of store.entries()) {
       if (r.status !== 'revoked') liveKeys++;
-      const t = r.email ? usage.liveTotals(keyIdOf(store.prefix, k)) : undefined;
-      if (t) byEmail.get(r.email!)?.totals.push(t);
+      const id = keyIdOf(store.prefix, k);
+      const t = usage.liveTotals(id);
+      if (r.email) { if (t) byEmail.get(r.email)?.totals.push(t); } else trial.push({ key_id: id, label: r.label, status: r.status, totals: t ?? usage.totals(id) });
     }
-    this.owners = { version, liveKeys, users: [...byEmail.values()] };
+    this.owners = { version, liveKeys, users: [...byEmail.values()], trial };
     return this.owners;
   }
 
@@ -404,9 +420,15 @@ export class StatsService {
       if (last !== o.lastMs) { o.lastMs = last; o.lastIso = last >= 0 ? new Date(last).toISOString() : null; }
       return { email: o.email, name: o.name, total_requests: requests, total_tokens: tokens, key_count: o.keyCount, share: 0, last_used: o.lastIso };
     });
+    const trialKeys: TrialRow[] = owners.trial.map(({ key_id, label, status, totals: t }) => ({
+      key_id, label, status, total_requests: t.requests, total_tokens: t.tokens, last_used: t.last_used === null ? null : new Date(t.last_used).toISOString(),
+    })).sort((a, b) => b.total_tokens - a.total_tokens || b.total_requests - a.total_requests || (a.key_id < b.key_id ? -1 : 1));
+    const trial = { keys: trialKeys, total_requests: trialKeys.reduce((n, k) => n + k.total_requests, 0), total_tokens: trialKeys.reduce((n, k) => n + k.total_tokens, 0) };
+    totalTokens += trial.total_tokens;
+    totalRequests += trial.total_requests;
     users.sort((a, b) => b.total_tokens - a.total_tokens || b.total_requests - a.total_requests || (a.email < b.email ? -1 : a.email > b.email ? 1 : 0));
     for (const u of users) u.share = totalTokens ? Math.round((u.total_tokens / totalTokens) * 10_000) / 10_000 : 0;
-    const value = { users, summary: { total_users: users.length, total_requests: totalRequests, total_tokens: totalTokens, total_keys: owners.liveKeys } };
+    const value = { users, trial, summary: { total_users: users.length, total_requests: totalRequests, total_tokens: totalTokens, total_keys: owners.liveKeys } };
     this.cache = { at: now, basis, value, json: null };
     return this.cache;
   }

@@ -48,16 +48,22 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
     await page.click('button[type=submit]');
     const key = (await page.textContent('#new-key'))!.trim();
     assert.match(key, /^usr_pool_\d{4}_[0-9a-f]{48}$/);
-    assert.ok((await page.textContent('#setup-json'))!.includes(key), 'ready-to-paste settings include the key');
-    assert.ok((await page.textContent('#setup-env'))!.includes(t.fake.url), 'and the public URL');
-    const flag = (await page.textContent('#setup-cli'))!;
+    assert.ok((await page.textContent('#setup-claude-3'))!.includes(key), 'ready-to-paste settings include the key');
+    assert.ok((await page.textContent('#setup-claude-0'))!.includes(t.fake.url), 'and the public URL');
+    assert.ok((await page.textContent('#setup-claude-1'))!.includes(`$env:ANTHROPIC_AUTH_TOKEN = "${key}"`), 'PowerShell too');
+    assert.ok((await page.textContent('#setup-codex-0'))!.includes(`base_url = "${t.fake.url}/v1"`), 'and Codex');
+    const flag = (await page.textContent('#setup-claude-4'))!;
     assert.deepEqual(JSON.parse(/^claude --settings '(.*)'$/.exec(flag.trim())![1]!).env.ANTHROPIC_AUTH_TOKEN, key, 'the flag form is valid JSON');
     await shot(page, '03-key-shown-once');
     await waitFor(async () => (await chat(t.fake, key)) === 200, 'the key to work');
 
-    // The key is not shown again anywhere.
-    await page.goto(`${t.url}/my-keys`);
-    assert.ok(!(await page.content()).includes(key));
+    // Registering signed this browser in: "Go to my keys" needs no second step, and shows no key.
+    await page.click('text=Go to my keys');
+    await page.waitForURL(`${t.url}/my-keys`);
+    assert.ok((await page.textContent('main'))!.includes('mei.lin@example.com'));
+    assert.ok(!(await page.content()).includes(key), 'the key is not shown again anywhere');
+    // Signed out, the key signs in again.
+    await page.click('text=Sign out');
     await page.fill('#secret', key);
     await page.click('button[type=submit]');
     await page.waitForURL(`${t.url}/my-keys`);
@@ -71,14 +77,14 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
     const second = (await page.textContent('#new-key'))!.trim();
     assert.notEqual(second, key);
     await page.click('text=Go to my keys');
-    assert.equal(await page.locator('tbody tr').count(), 2);
+    assert.equal(await page.locator('#keys tbody tr').count(), 2);
 
-    await page.locator('tbody tr', { hasText: 'work laptop' }).locator('text=Revoke').click();
+    await page.locator('#keys tbody tr', { hasText: 'work laptop' }).locator('text=Revoke').click();
     await shot(page, '05-revoke-confirm');
     await page.click('button.danger');
     await page.waitForURL(/revoked=/);
     assert.ok((await page.textContent('.notice'))!.includes('was revoked'));
-    assert.equal(await page.locator('tbody tr').count(), 1, 'the session moved to the remaining key');
+    assert.equal(await page.locator('#keys tbody tr').count(), 1, 'the session moved to the remaining key');
     await waitFor(async () => (await chat(t.fake, key)) === 401, 'the revoked key to be refused');
 
     await page.click('text=Sign out');
@@ -150,7 +156,8 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
     await page.waitForURL(/done=revoke/);
     await shot(page, '12-admin-key-revoked');
     await page.goto(`${t.url}/admin/audit`);
-    assert.ok((await page.textContent('tbody'))!.includes('key.revoke'));
+    assert.ok((await page.textContent('tbody'))!.includes('Key revoked'), 'actions in words, not codes');
+    assert.ok(!(await page.textContent('tbody'))!.includes('{'), 'details as fields, not JSON');
     await shot(page, '13-admin-audit');
     await page.context().close();
   });

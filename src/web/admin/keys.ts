@@ -126,12 +126,13 @@ export function adminKeysRouter(deps: WebDeps): Router {
   const keyPage = (req: Request, res: Response, key: string, extra: { confirmRevoke: boolean } & Record<string, unknown>) => {
     const view = stats.keyView(key);
     renderPage(deps, req, res, 'admin-key', {
-      title: `${t(req)('admin.keys.key')} ${view.key_id}`, area: 'admin', nav: 'keys', k: view,
+      title: `${t(req)('admin.keys.key')} ${view.key_id}`, area: 'admin', nav: 'keys', k: view, usage: stats.keyStats(key, stats.lastDays(30)),
       expiresLocal: view.expires_at ? zone.wallClock(Date.parse(view.expires_at)) : '', ...extra,
     });
   };
 
-  pages.get('/admin/keys', (req, res) => keysPage(req, res));
+  // ?email= fills in the owner (the person page's "create a key for this person").
+  pages.get('/admin/keys', (req, res) => keysPage(req, res, typeof req.query.email === 'string' ? { form: { email: req.query.email.slice(0, 254) } } : {}));
 
   pages.post('/admin/keys', async (req, res) => {
     let issued: IssuedKey;

@@ -2,7 +2,7 @@ import type { Request, Response } from 'express';
 import type { Actor } from '../../audit.js';
 import type { AppError } from '../../errors.js';
 import type { AppDeps, WebDeps } from './deps.js';
-import { pickLocale, translator, type Translate } from './i18n.js';
+import { pickLocale, translator, type MessageKey, type Translate } from './i18n.js';
 
 export interface PageOptions {
   title: string;
@@ -13,14 +13,24 @@ export interface PageOptions {
   [local: string]: unknown;
 }
 
+/**
+ * A problem the portal reports (a /healthz reason code) in the reader's language, with the technical
+ * detail after it for whoever has to fix it.
+ */
+export function reasonText(t: Translate, code: string | null | undefined, detail: string): string {
+  const key = `reason.${code}` as MessageKey;
+  const text = code ? t(key) : key;
+  return text === key ? detail : t('reason.detail', { text, detail });
+}
+
 /** The banner a page shows while CLIProxyAPI is unreachable or refuses the portal. */
 function bannerFor(deps: WebDeps, t: Translate, area: string): string | null {
   const s = deps.health.cliproxy();
   if (s.error_code === 'management_key_rejected') return t('banner.rejected');
   if (s.reachable === false) return t('banner.unreachable');
-  if (s.error && area === 'admin') return t('banner.other', { error: s.error });
+  if (s.error && area === 'admin') return t('banner.other', { error: reasonText(t, s.error_code, s.error) });
   const usageError = deps.health.usage().error;
-  if (usageError && area === 'admin') return t('banner.usage', { error: usageError });
+  if (usageError && area === 'admin') return t('banner.usage', { error: reasonText(t, 'usage_source', usageError) });
   return null;
 }
 
@@ -38,9 +48,12 @@ export function renderPage(deps: WebDeps, req: Request, res: Response, view: str
   res.render(view, {
     ...o, area, nav: o.nav ?? '', t, locale, actor, csrf: deps.sessions.csrfToken(req, res),
     banner: bannerFor(deps, t, area), publicUrl: clientBaseUrl(deps, req), currentPath: req.originalUrl,
+    // This portal as the reader reached it (for texts an admin passes on).
+    portalUrl: `${req.protocol}://${req.get('host') ?? req.hostname}`,
     approvals: deps.registration.mode === 'approval',
-    // An ISO instant as wall-clock time in TIMEZONE ('2026-11-23 00:00 +08:00').
-    localTime: (iso: string) => deps.zone.format(Date.parse(iso)),
+    // An ISO instant as wall-clock time in TIMEZONE ('2026-11-23 00:00 +08:00'; with seconds if asked).
+    localTime: (iso: string, seconds = false) => deps.zone.format(Date.parse(iso), seconds),
+    timeZone: deps.zone.name,
   });
 }
 

@@ -77,10 +77,22 @@ export function registrationRouter(deps: WebDeps): Router {
   const pages = Router();
   const registerPage = (req: Request, res: Response, extra: Record<string, unknown> = {}) =>
     renderPage(deps, req, res, 'register', { title: t(req)('register.title'), nav: 'register', form: {}, mode: registration.mode, domains: config.ALLOWED_EMAIL_DOMAINS, ...extra });
-  const showIssued = (req: Request, res: Response, issued: IssuedKey) =>
+  /**
+   * The new key, shown once, with this browser signed in as its holder (as if the key had been
+   * pasted into the sign-in form), so "Go to my keys" needs no second step. A session that cannot
+   * be saved (a full disk) only costs that: the key is shown all the same.
+   */
+  const showIssued = async (req: Request, res: Response, issued: IssuedKey) => {
+    const { email } = issued.record;
+    try {
+      await deps.sessions.signIn(req, res, email === null ? { kind: 'holder', key_id: issued.key_id } : { kind: 'user', key_id: issued.key_id, email });
+    } catch (err) {
+      deps.log.warn({ module: 'registration', key_id: issued.key_id, err: (err as Error).message }, 'could not sign the new key in');
+    }
     renderPage(deps, req, res, 'key-result', {
       title: t(req)('result.title'), nav: 'register', next: '/my-keys', issued: { key: issued.key, key_id: issued.key_id, status: issued.record.status },
     });
+  };
   const showWaiting = (req: Request, res: Response, o: { claim?: string; request: RegistrationRequest; status?: number }) =>
     renderPage(deps, req, res, 'register-waiting', { title: t(req)('waiting.title'), nav: 'register', status: o.status ?? 202, claim: o.claim ?? null, request: o.request });
 
@@ -91,7 +103,7 @@ export function registrationRouter(deps: WebDeps): Router {
     try {
       auth.requireCsrf(req);
       const result = await registration.register(parseBody(registerBody, formToJson(form, {})), auth.sessionActor(req));
-      if (result.kind === 'issued') return showIssued(req, res, result.issued);
+      if (result.kind === 'issued') return await showIssued(req, res, result.issued);
       showWaiting(req, res, { claim: result.claim, request: result.request });
     } catch (err) {
       if (!(err instanceof AppError) || err.status >= 500) throw err;
@@ -108,7 +120,7 @@ export function registrationRouter(deps: WebDeps): Router {
     try {
       auth.requireCsrf(req);
       const c = await claimOf(req);
-      if (c.state === 'issued') return showIssued(req, res, c.issued);
+      if (c.state === 'issued') return await showIssued(req, res, c.issued);
       if (c.state === 'pending') return showWaiting(req, res, { request: c.request, claim: String(req.body.claim).trim() });
       throw fail(c.state === 'denied' ? 'registration_denied' : 'registration_claimed');
     } catch (err) {

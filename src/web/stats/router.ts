@@ -8,7 +8,7 @@ import { apiOnly, pagesOnly } from '../http/errors.js';
 import { adminApi, adminPage } from '../http/guards.js';
 import { pickLocale, translator } from '../http/i18n.js';
 import { paginate } from '../http/paging.js';
-import { renderPage } from '../http/render.js';
+import { reasonText, renderPage } from '../http/render.js';
 import { emailParam, parseCursor, parseInstant, parseRange, queryInt, queryModel, queryOne } from '../http/validate.js';
 
 const REQUESTS_PER_PAGE = 100;
@@ -117,7 +117,7 @@ export function statsRouter(deps: WebDeps): Router {
 
   pages.get('/admin/users', (req, res) => {
     const s = deps.health.cliproxy();
-    const cliproxyLine = s.error ?? (s.reachable ? t(req)('admin.cliproxy.ok', { version: s.version ?? '?' }) : t(req)('admin.cliproxy.unknown'));
+    const cliproxyLine = s.error ? reasonText(t(req), s.error_code, s.error) : s.reachable ? t(req)('admin.cliproxy.ok', { version: s.version ?? '?' }) : t(req)('admin.cliproxy.unknown');
     const u = deps.health.usage();
     const usageLine = u.source
       ? t(req)('admin.usage.line', { source: u.source, last: u.last_usage_at ? zone.format(Date.parse(u.last_usage_at)) : t(req)('never'),

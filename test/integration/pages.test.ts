@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Browser } from '../support/browser-client.js';
+import { ADMIN, call, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+
+/** A chat completion through the fake with chosen token counts. */
+async function use(t: TestPortal, key: string, input = 100, output = 20): Promise<number> {
+  const res = await fetch(`${t.fake.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json', 'x-fake-input-tokens': String(input), 'x-fake-output-tokens': String(output) },
+    body: JSON.stringify({ model: 'fake-chat', messages: [] }),
+  });
+  await res.text();
+  return res.status;
+}
+
+const sync = (t: TestPortal) => call(t.url, 'POST', '/api/sync-usage', { token: ADMIN });
+const text = (html: string) => html.replace(/<script[\s\S]*?<\/script>/g, '').replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ');
+
+async function adminBrowser(t: TestPortal, lang: 'en' | 'zh-CN'): Promise<Browser> {
+  const b = new Browser(t.url, { 'Accept-Language': lang === 'en' ? 'en-US' : 'zh-CN,zh;q=0.9' });
+  await b.get('/admin');
+  assert.equal((await b.post('/admin/sign-in', { token: ADMIN })).status, 303);
+  return b;
+}
+
+describe('pages: figures that agree, times in TIMEZONE, words instead of codes', () => {
+  it('counts a revoked key and the trial keys in the totals, the leaderboard and the CSV alike', async () => {
+    const t = await startTestPortal({ env: { USAGE_SOURCE: 'queue' } });
+    try {
+      const first = (await call(t.url, 'POST', '/api/register-key', { body: { email: 'rev@x.cn' } })).body;
+      const second = (await call(t.url, 'POST', '/api/register-key', { body: { email: 'rev@x.cn', label: 'second' }, token: first.key })).body;
+      const trial = (await call(t.url, 'POST', '/admin/keys', { body: { label: 'visitor', daily_limit: 50 }, token: ADMIN })).body;
+      await waitFor(async () => (await use(t, trial.key)) === 200, 'keys live');
+      for (let i = 0; i < 3; i++) assert.equal(await use(t, first.key), 200);
+      assert.equal(await use(t, second.key), 200);
+      await sync(t);
+      assert.equal((await call(t.url, 'POST', '/api/revoke-key', { body: { key: first.key }, token: second.key })).status, 200);
+
+      const mine = (await call(t.url, 'POST', '/api/my-keys', { token: second.key, body: {} })).body;
+      assert.equal(mine.keys.length, 1, 'the list shows the live key');
+      assert.equal(mine.revoked, 1);
+      assert.equal(mine.totals.requests, 4, 'the totals keep the revoked key’s requests');
+      assert.equal(mine.totals.tokens, 4 * 120);
+      assert.equal(mine.totals.today_requests, 4);
+      const stats = (await call(t.url, 'GET', '/api/user-stats/rev%40x.cn', { token: second.key })).body;
+      assert.equal(stats.totals.requests, mine.totals.requests, 'cards and charts agree');
+      assert.equal(stats.by_model.reduce((n: number, m: { tokens: number }) => n + m.tokens, 0), mine.totals.tokens);
+
+      const board = (await call(t.url, 'GET', '/api/all-users-stats', { token: ADMIN })).body;
+      assert.deepEqual(board.users.map((u: { email: string; total_requests: number }) => [u.email, u.total_requests]), [['rev@x.cn', 4]]);
+      assert.deepEqual(board.trial.keys.map((k: { key_id: string; total_requests: number }) => [k.key_id, k.total_requests]), [[trial.key_id, 1]]);
+      assert.equal(board.summary.total_requests, 5, 'people and trial keys');
+
+      const csv = (await call(t.url, 'GET', '/api/usage.csv?days=7', { token: ADMIN })).text.trim().split('\n').slice(1).map((l) => l.split(','));
+      assert.equal(csv.reduce((n, r) => n + Number(r[4]), 0), 5, 'the CSV has the same requests as the summary');
+      assert.deepEqual(csv.filter((r) => r[2] === trial.key_id).map((r) => [r[1], r[4]]), [['', '1']], 'the trial key, with no email');
+      const own = (await call(t.url, 'GET', '/api/usage.csv?days=7', { token: second.key })).text;
+      assert.ok(!own.includes(trial.key_id), 'a holder’s CSV has only their keys');
+
+      const users = text((await (await adminBrowser(t, 'en')).get('/admin/users')).html);
+      assert.match(users, /Trial keys \(no owner\)/);
+      assert.match(users, new RegExp(`${trial.key_id} visitor`));
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it('shows every time in TIMEZONE with its offset, audit actions and details in words, in both languages', async () => {
+    const t = await startTestPortal({ env: { USAGE_SOURCE: 'queue', TIMEZONE: 'Asia/Kathmandu' } });
+    try {
+      const made = (await call(t.url, 'POST', '/admin/keys', { body: { email: 'tz@x.cn', label: 'tz', daily_limit: 10 }, token: ADMIN })).body;
+      assert.equal((await call(t.url, 'PATCH', `/admin/keys/${made.key_id}`, { body: { daily_limit: 12 }, token: ADMIN })).status, 200);
+      await waitFor(async () => (await use(t, made.key)) === 200, 'key live');
+      await sync(t);
+      for (const lang of ['en', 'zh-CN'] as const) {
+        const b = await adminBrowser(t, lang);
+        const audit = text((await b.get('/admin/audit')).html);
+        assert.match(audit, /\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+05:45/, 'audit times in Asia/Kathmandu, with the offset');
+        assert.ok(!/\bUTC\b/.test(audit), 'not labelled UTC');
+        assert.match(audit, lang === 'en' ? /Key issued/ : /发放密钥/);
+        assert.match(audit, lang === 'en' ? /requests per day 10 → 12/ : /每日请求数 10 → 12/, 'a change as before → after');
+        assert.ok(!/key\.issue|key\.update|[{}]/.test(audit), 'no codes or JSON');
+        const key = text((await b.get(`/admin/keys/${made.key_id}`)).html);
+        assert.match(key, /\d{4}-\d\d-\d\d \d\d:\d\d \+05:45/, 'created in TIMEZONE');
+        assert.match(key, lang === 'en' ? /Usage of this key .*Requests by day/ : /此密钥的用量 .*每日请求/, 'the key page has its chart');
+        const person = text((await b.get('/admin/users/tz%40x.cn')).html);
+        assert.match(person, /\d{4}-\d\d-\d\d \d\d:\d\d \+05:45/, 'last used in TIMEZONE');
+        assert.match(person, lang === 'en' ? /Create a key for this person/ : /为此用户创建密钥/);
+        assert.ok(!person.includes(lang === 'en' ? 'My keys ' : '我的密钥 '), 'the admin’s page of a person is not “my keys”');
+      }
+      // A holder's own page: the same offset, and units on each figure.
+      const holder = new Browser(t.url, { 'Accept-Language': 'en-US' });
+      await holder.get('/my-keys');
+      assert.equal((await holder.post('/my-keys/sign-in', { key: made.key })).status, 303);
+      const page = text(holder.html);
+      assert.match(page, /\+05:45/);
+      assert.match(page, /Today \(requests\).*All time \(tokens\)/);
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it('says what is wrong with CLIProxyAPI in the reader’s language, the technical detail after it', async () => {
+    const t = await startTestPortal({ env: { USAGE_SOURCE: 'queue' } });
+    try {
+      await t.fake.stop(); // unreachable from now on
+      await call(t.url, 'POST', '/api/sync-usage', { token: ADMIN }).catch(() => undefined);
+      await waitFor(async () => (await call(t.url, 'GET', '/healthz', { token: ADMIN })).body.status === 'degraded', 'the portal to notice');
+      const b = await adminBrowser(t, 'zh-CN');
+      const users = text((await b.get('/admin/users')).html);
+      assert.match(users, /暂时无法连接 CLIProxyAPI/, 'the banner in Chinese');
+      const card = /([^ ]*无法连接 CLIProxyAPI（详情：[^）]+）)/.exec(users);
+      assert.ok(card, `the CLIProxyAPI card leads with Chinese: ${users.slice(0, 600)}`);
+    } finally {
+      await t.stop();
+    }
+  });
+});
