@@ -260,12 +260,14 @@ export class StatsService {
   }
 
   /** A person's statistics over a range (default: the last 30 days), with their keys. */
-  userStats(email: string, range: Range) {
+  userStats(email: string, range: Range, onlyKeyId?: string) {
     const { store, usage } = this.d;
     const keys = this.allKeysOf(email);
-    const ids = keys.map((k) => keyIdOf(store.prefix, k));
+    const all = keys.map((k) => keyIdOf(store.prefix, k));
+    // One of their keys, if asked (the series and models; the totals stay the person's).
+    const ids = onlyKeyId !== undefined && all.includes(onlyKeyId) ? [onlyKeyId] : all;
     const totals = { requests: 0, tokens: 0, failed: 0 };
-    for (const id of ids) {
+    for (const id of all) {
       const t = usage.totals(id);
       totals.requests += t.requests;
       totals.tokens += t.tokens;
@@ -274,7 +276,7 @@ export class StatsService {
     const days = this.d.zone.daysBetween(range.from, range.to).length;
     return {
       email, name: store.getUser(email)?.name ?? '', from: range.from, to: range.to, days, model: range.model ?? null,
-      totals, ...this.series(ids, range), models: usage.models(ids), keys: keys.map((k) => this.keyView(k)),
+      totals, ...this.series(ids, range), models: usage.models(all), keys: keys.map((k) => this.keyView(k)),
     };
   }
 

@@ -117,3 +117,35 @@ describe('pages: figures that agree, times in TIMEZONE, words instead of codes',
     }
   });
 });
+
+describe('usage pages: a period, a key and a model', () => {
+  it('narrow the charts, keep the person’s totals, and answer a bad date with 400 and the default period', async () => {
+    const t = await startTestPortal({ env: { USAGE_SOURCE: 'queue' } });
+    try {
+      const a = (await call(t.url, 'POST', '/api/register-key', { body: { email: 'range@x.cn', label: 'one' } })).body;
+      const b = (await call(t.url, 'POST', '/api/register-key', { body: { email: 'range@x.cn', label: 'two' }, token: a.key })).body;
+      await waitFor(async () => (await use(t, b.key)) === 200, 'keys live');
+      for (let i = 0; i < 3; i++) assert.equal(await use(t, a.key), 200);
+      await sync(t);
+      const holder = new Browser(t.url, { 'Accept-Language': 'en-US' });
+      await holder.get('/my-keys');
+      assert.equal((await holder.post('/my-keys/sign-in', { key: a.key })).status, 303);
+      const requestsIn = (html: string) => [...html.matchAll(/<title>\d\d-\d\d: ([\d,]+) requests<\/title>/g)].reduce((n, m) => n + Number(m[1]!.replace(/,/g, '')), 0);
+      assert.equal(requestsIn(holder.html), 4, 'both keys by default');
+      const one = await holder.get(`/my-keys?from=&to=&key=${a.key_id}&model=`);
+      assert.equal(one.status, 200);
+      assert.equal(requestsIn(one.html), 3, 'one key');
+      assert.match(one.html, new RegExp(`<option value="${a.key_id}" selected>`));
+      assert.equal(requestsIn((await holder.get('/my-keys?model=another-model')).html), 0, 'a model with no use');
+      const today = /name="to" value="(\d{4}-\d\d-\d\d)"/.exec(holder.html)![1]!;
+      const tomorrow = new Date(Date.parse(today) + 86_400_000).toISOString().slice(0, 10);
+      assert.equal(requestsIn((await holder.get(`/my-keys?from=${tomorrow}&to=${tomorrow}`)).html), 0, 'a period with no use');
+      const bad = await holder.get('/my-keys?from=2026-13-45');
+      assert.equal(bad.status, 400);
+      assert.match(text(bad.html), /from must be a day such as 2026-11-01/);
+      assert.equal(requestsIn(bad.html), 4, 'the default period is shown under the problem');
+    } finally {
+      await t.stop();
+    }
+  });
+});

@@ -7,6 +7,7 @@ import type { WebDeps } from '../http/deps.js';
 import { pickLocale, translator } from '../http/i18n.js';
 import { problem, renderPage } from '../http/render.js';
 import { emailBody, formToJson, KEY_ID, keyRef, labelBody, parseBody } from '../http/validate.js';
+import { pageRange } from '../http/usage-range.js';
 
 /**
  * A key holder's own keys: the /my-keys pages (sign in with a key, usage, add, revoke, sign out),
@@ -71,9 +72,10 @@ export function myKeysRouter(deps: WebDeps): Router {
     }
     if (actor.kind !== 'user') return signInPage(req, res);
     const revoked = typeof req.query.revoked === 'string' && KEY_ID.test(req.query.revoked) ? req.query.revoked : null;
+    const { range, key, ...bad } = pageRange(req, deps.zone, deps.clock.now());
     renderPage(deps, req, res, 'my-keys', {
-      title: t(req)('mykeys.title'), nav: 'my-keys', mine: stats.myKeys(actor.email), stats: stats.userStats(actor.email, stats.lastDays(30)),
-      notice: revoked ? t(req)('revoke.done', { id: revoked }) : null,
+      title: t(req)('mykeys.title'), nav: 'my-keys', mine: stats.myKeys(actor.email), stats: stats.userStats(actor.email, range, key),
+      range: { ...range, key }, notice: revoked ? t(req)('revoke.done', { id: revoked }) : null, ...bad,
     });
   });
 

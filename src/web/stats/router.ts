@@ -10,6 +10,7 @@ import { pickLocale, translator } from '../http/i18n.js';
 import { paginate } from '../http/paging.js';
 import { reasonText, renderPage } from '../http/render.js';
 import { emailParam, parseCursor, parseInstant, parseRange, queryInt, queryModel, queryOne } from '../http/validate.js';
+import { pageRange } from '../http/usage-range.js';
 
 const REQUESTS_PER_PAGE = 100;
 /** Rows of the leaderboard per page: a page renders in a few milliseconds even with 10k people. */
@@ -136,7 +137,8 @@ export function statsRouter(deps: WebDeps): Router {
   pages.get('/admin/users/:email', (req, res) => {
     const email = emailParam(String(req.params.email));
     if (!keys.user(email)) throw fail('user_not_found');
-    renderPage(deps, req, res, 'admin-user', { title: email, area: 'admin', nav: 'users', stats: stats.userStats(email, stats.lastDays(30)) });
+    const { range, key, ...bad } = pageRange(req, zone, clock.now());
+    renderPage(deps, req, res, 'admin-user', { title: email, area: 'admin', nav: 'users', stats: stats.userStats(email, range, key), range: { ...range, key }, ...bad });
   });
 
   const r = Router();
