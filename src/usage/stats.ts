@@ -6,6 +6,7 @@ import type { KeysStore, Suspension } from '../store/keys-store.js';
 import { type Counts, type KeyTotals, type RequestFilter, type RequestRow, type UsageStore } from '../store/usage-store.js';
 import { COUNT_FIELDS, zeroCounts } from '../store/usage-schema.js';
 import type { Zone } from '../time/zone.js';
+import { csvCell } from '../csv.js';
 
 export interface KeyView {
   key_id: string;
@@ -302,11 +303,6 @@ export class StatsService {
    */
   async *csv(emails: string[] | null, range: Range): AsyncIterableIterator<string> {
     const { store, usage, zone } = this.d;
-    const cell = (v: string | number) => {
-      let s = String(v);
-      if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
-      return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-    };
     yield 'date,email,key_id,model,requests,failed,tokens,input_tokens,output_tokens,reasoning_tokens,cached_tokens\n';
     const wanted = emails ? new Set(emails) : null;
     // Everyone's export has the trial keys too (no email); a person's has only their keys.
@@ -321,7 +317,7 @@ export class StatsService {
       for (const { key_id, model, counts: c } of usage.rowsOfDay(day, ids)) {
         const email = owner.get(key_id);
         if (email === undefined || (range.model && model !== range.model)) continue;
-        lines.push([day, email, key_id, model, c.requests, c.failed, c.tokens, c.input, c.output, c.reasoning, c.cached].map(cell).join(',') + '\n');
+        lines.push([day, email, key_id, model, c.requests, c.failed, c.tokens, c.input, c.output, c.reasoning, c.cached].map(csvCell).join(',') + '\n');
       }
       for (let i = 0; i < lines.length; i += 1000) yield lines.slice(i, i + 1000).join('');
       await new Promise((r) => setImmediate(r)); // a long export never holds up other requests for long

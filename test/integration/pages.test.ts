@@ -149,3 +149,40 @@ describe('usage pages: a period, a key and a model', () => {
     }
   });
 });
+
+describe('bulk trial keys', () => {
+  it('creates N trial keys as a CSV that CLIProxyAPI accepts, and refuses a bad count changing nothing', async () => {
+    const t = await startTestPortal({ env: { USAGE_SOURCE: 'queue' } });
+    try {
+      const before = t.portal.store.keyCount();
+      const tooMany = await call(t.url, 'POST', '/admin/keys/bulk', { body: { count: 201 }, token: ADMIN });
+      assert.equal(tooMany.status, 400);
+      assert.equal(t.portal.store.keyCount(), before, 'nothing issued');
+
+      const res = await call(t.url, 'POST', '/admin/keys/bulk', { body: { count: 12, label: '=visitors', daily_limit: 5 }, token: ADMIN });
+      assert.equal(res.status, 201);
+      assert.match(res.headers.get('content-disposition') ?? '', /attachment; filename="?trial-keys-\d{4}-\d\d-\d\d\.csv"?/);
+      const [head, ...rows] = res.text.trim().split('\n');
+      assert.equal(head, 'key_id,key,label,status,daily_limit,daily_token_limit,expires_at');
+      assert.equal(rows.length, 12);
+      const keys = rows.map((r) => r.split(','));
+      assert.equal(new Set(keys.map((k) => k[1])).size, 12, 'twelve different keys');
+      assert.deepEqual(keys.map((k) => k[2]), Array.from({ length: 12 }, (_, i) => `'=visitors ${i + 1}/12`), 'numbered labels, kept as text');
+      assert.ok(keys.every((k) => k[4] === '5'));
+      for (const k of keys) await waitFor(async () => (await use(t, k[1]!)) === 200, `key ${k[0]} live`);
+      const board = (await call(t.url, 'GET', '/admin/keys?per_page=100', { token: ADMIN })).body;
+      assert.equal(board.keys.filter((k: { email: string | null }) => k.email === null).length, 12, 'trial keys, no owner');
+      const log = (await call(t.url, 'GET', '/admin/audit?action=key.issue', { token: ADMIN })).body;
+      assert.equal(JSON.stringify(log).includes(keys[0]![1]!), false, 'no key in the audit log');
+
+      // The page form: a bad count shows the form again with the problem.
+      const b = await adminBrowser(t, 'zh-CN');
+      await b.get('/admin/keys');
+      const bad = await b.post('/admin/keys/bulk', { count: 0, label: 'x' });
+      assert.equal(bad.status, 400);
+      assert.match(text(bad.html), /数量不能小于 1/);
+    } finally {
+      await t.stop();
+    }
+  });
+});

@@ -1,5 +1,6 @@
 import { Router, type Request, type Response } from 'express';
 import type { Actor } from '../../audit.js';
+import { csvCell } from '../../csv.js';
 import { AppError, fail, invalidField } from '../../errors.js';
 import type { IssuedKey } from '../../keys/service.js';
 import type { WebDeps } from '../http/deps.js';
@@ -8,7 +9,7 @@ import { actorOf, adminApi, adminPage } from '../http/guards.js';
 import { pickLocale, translator } from '../http/i18n.js';
 import { pageHref, pageNumber } from '../http/paging.js';
 import { problem, renderPage } from '../http/render.js';
-import { adminKeyBody, adminKeyPatch, emailParam, formToJson, keyRef, parseBody, queryInt, queryOne } from '../http/validate.js';
+import { adminBulkBody, adminKeyBody, adminKeyPatch, emailParam, formToJson, keyRef, parseBody, queryInt, queryOne } from '../http/validate.js';
 
 const STATUSES = ['pending', 'active', 'suspended', 'revoked'];
 const KEYS_PER_PAGE = 50;
@@ -41,6 +42,26 @@ export function adminKeysRouter(deps: WebDeps): Router {
         ...(body.allowed_models?.length ? { allowed_models: body.allowed_models } : {}),
       }, samePerson: body.same_person,
     }, actor);
+  };
+
+  /**
+   * N trial keys at once, issued a few at a time (each still waits for CLIProxyAPI to accept it, or
+   * is answered pending), as CSV rows: the only time these keys are shown.
+   */
+  const bulk = async (raw: unknown, actor: Actor): Promise<string> => {
+    const { count, ...one } = parseBody(adminBulkBody, raw);
+    futureOnly(one.expires_at);
+    const issued: IssuedKey[] = [];
+    for (let i = 0; i < count; i += 10) {
+      const batch = Array.from({ length: Math.min(10, count - i) }, (_, j) =>
+        create({ ...one, label: `${one.label ?? 'trial'} ${i + j + 1}/${count}`.slice(0, 100) }, actor));
+      issued.push(...await Promise.all(batch));
+    }
+    const rows = issued.map((k) => { const v = createdView(k); return [v.key_id, v.key, v.label, v.status, v.daily_limit, v.daily_token_limit, v.expires_at ?? '']; });
+    return ['key_id,key,label,status,daily_limit,daily_token_limit,expires_at', ...rows.map((r) => r.map((c) => csvCell(String(c))).join(','))].join('\n') + '\n';
+  };
+  const sendBulk = (res: Response, csv: string) => {
+    res.status(201).type('text/csv; charset=utf-8').attachment(`trial-keys-${zone.day(deps.clock.now())}.csv`).set('Cache-Control', 'no-store').send(csv);
   };
 
   const createdView = (issued: IssuedKey) => {
@@ -76,6 +97,8 @@ export function adminKeysRouter(deps: WebDeps): Router {
   api.post('/admin/keys', async (req, res) => {
     res.status(201).json(createdView(await create(req.body, actorOf(res))));
   });
+
+  api.post('/admin/keys/bulk', async (req, res) => sendBulk(res, await bulk(req.body, actorOf(res))));
 
   api.get('/admin/keys/:id', (req, res) => {
     res.json(stats.keyView(keys.resolve(String(req.params.id)).key));
@@ -143,6 +166,17 @@ export function adminKeysRouter(deps: WebDeps): Router {
       return keysPage(req, res, { ...problem(req, err), form: req.body });
     }
     renderPage(deps, req, res, 'admin-key-created', { title: t(req)('admin.keys.created'), area: 'admin', nav: 'keys', created: createdView(issued) });
+  });
+
+  pages.post('/admin/keys/bulk', async (req, res) => {
+    let csv: string;
+    try {
+      csv = await bulk(formToJson(req.body, { ...FORM, numbers: [...FORM.numbers, 'count'], zone }), actorOf(res));
+    } catch (err) {
+      if (!(err instanceof AppError) || err.status >= 500) throw err;
+      return keysPage(req, res, { ...problem(req, err), bulkForm: req.body });
+    }
+    sendBulk(res, csv);
   });
 
   pages.get('/admin/keys/:id', (req, res) => {

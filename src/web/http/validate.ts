@@ -109,6 +109,14 @@ export const adminKeyBody = z.object({
   email: email.optional(), name: text100.optional(), same_person: z.boolean().optional(),
 });
 
+/** POST /admin/keys/bulk: N trial keys (no email) with the same label and limits. */
+export const BULK_MAX = 200;
+export const adminBulkBody = z.object({
+  ...gatewayLimits,
+  count: z.number().int().min(1).max(BULK_MAX),
+  label: text100.optional(), daily_limit: limit.optional(), daily_token_limit: limit.optional(), expires_at: expiresAt.optional(),
+});
+
 export const adminKeyPatch = z.object({
   ...gatewayLimits,
   label: text100.optional(), daily_limit: limit.optional(), daily_token_limit: limit.optional(), expires_at: expiresAt.optional(),
