@@ -131,6 +131,11 @@ export class Zone {
     return this.at(ms).toFormat('yyyy-MM-dd HH:mm ZZ');
   }
 
+  /** An instant to the second, for lists of single events: '2026-11-23 14:05:09 +08:00'. */
+  formatSeconds(ms: number): string {
+    return this.at(ms).toFormat('yyyy-MM-dd HH:mm:ss ZZ');
+  }
+
   /**
    * A wall-clock time typed in this zone ('YYYY-MM-DDTHH:mm') as an instant; null when it does not
    * exist (skipped by a daylight-saving change) or is not a date-time.

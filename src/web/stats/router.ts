@@ -10,7 +10,7 @@ import { pickLocale, translator } from '../http/i18n.js';
 import { paginate } from '../http/paging.js';
 import { renderPage } from '../http/render.js';
 import { emailParam, parseRange, queryOne } from '../http/validate.js';
-import { requestFilter } from './request-log.js';
+import { requestFilter, requestLogPages } from './request-log.js';
 
 const REQUESTS_PER_PAGE = 100;
 /** Rows of the leaderboard per page: a page renders in a few milliseconds even with 10k people. */
@@ -120,6 +120,6 @@ export function statsRouter(deps: WebDeps): Router {
   });
 
   const r = Router();
-  r.use(api, adminJson, pages);
+  r.use(api, adminJson, pages, requestLogPages(deps));
   return r;
 }
