@@ -127,8 +127,13 @@ export class Zone {
   }
 
   /** An instant as people read it: '2026-11-23 14:05 +08:00'. */
-  format(ms: number, seconds = false): string {
-    return this.at(ms).toFormat(seconds ? 'yyyy-MM-dd HH:mm:ss ZZ' : 'yyyy-MM-dd HH:mm ZZ');
+  format(ms: number): string {
+    return this.at(ms).toFormat('yyyy-MM-dd HH:mm ZZ');
+  }
+
+  /** An instant to the second, for lists of single events: '2026-11-23 14:05:09 +08:00'. */
+  formatSeconds(ms: number): string {
+    return this.at(ms).toFormat('yyyy-MM-dd HH:mm:ss ZZ');
   }
 
   /**

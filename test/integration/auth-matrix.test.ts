@@ -136,6 +136,12 @@ const MATRIX: Record<string, Row | Row[]> = {
     expect: { none: 409, wrong: 409, other: 409, revoked: 409, own: 200, admin: 200 },
   },
   'GET /my-keys': { via: 'page', request: async () => ({ path: '/my-keys' }), expect: all(200) },
+  'GET /my-keys/requests': [
+    { via: 'page', request: async () => ({ path: '/my-keys/requests' }), expect: { none: 303, wrong: 303, other: 200, revoked: 303, own: 200, admin: 303 } },
+    { via: 'page', request: async (c) => ({ path: `/my-keys/requests?key_id=${c.ownKeyId}` }),
+      expect: { none: 303, wrong: 303, other: 404, revoked: 303, own: 200, admin: 303 } },
+  ],
+  'GET /admin/log': { via: 'page', request: async () => ({ path: '/admin/log' }), expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 200 } },
   'POST /my-keys/sign-in': { via: 'page', request: async () => ({ path: '/my-keys/sign-in', body: { key: 'usr_pool_0001_00' } }), expect: all(401) },
   'POST /my-keys/sign-out': { via: 'page', request: async () => ({ path: '/my-keys/sign-out', body: {} }), expect: all(303) },
   'POST /my-keys/add': {

@@ -134,6 +134,8 @@ function routes(k: Known): fc.Arbitrary<Route> {
     fixed('GET', '/admin/requests', 'get', 'done'),
     fixed('GET', '/admin/pool', 'get', 'minted'),
     fixed('GET', '/my-keys', 'get', 'revoked'),
+    fixed('GET', '/my-keys/requests', 'get', 'key_id', 'email', 'model', 'failed', 'from', 'to', 'before', 'limit'),
+    fixed('GET', '/admin/log', 'get', 'key_id', 'email', 'model', 'failed', 'from', 'to', 'before', 'limit'),
     fixed('GET', '/usage', 'get', 'from', 'to'),
     fixed('GET', '/healthz', 'get', 'probe'),
     fixed('GET', '/metrics', 'get'),

@@ -139,6 +139,21 @@ const en = {
   'request.pending': 'Waiting', 'request.approved': 'Approved, not yet collected', 'request.denied': 'Denied', 'request.claimed': 'Collected',
   'col.email': 'Email', 'col.name': 'Name', 'col.requested': 'Asked', 'col.actions': 'Actions',
   'admin.keys.samePerson': 'The person who registered this email and this key’s holder are the same (needed when the email already has keys its holder registered)',
+  // request log pages
+  'nav.log': 'Request log', 'log.title.mine': 'My requests', 'log.title.all': 'Request log', 'log.back.mine': '← My keys',
+  'log.lead.mine': 'Every request made with your keys (revoked ones included), newest first. Times are in {zone}; single requests are kept for {days} days.',
+  'log.lead.all': 'Every request made through CLIProxyAPI, newest first. Times are in {zone}; single requests are kept for {days} days.',
+  'log.filter.label': 'Filter requests', 'log.filter.key': 'Key', 'log.filter.anyKey': 'All my keys', 'log.filter.keyId': 'Key id',
+  'log.filter.email': 'Person (email)', 'log.filter.model': 'Model', 'log.filter.result': 'Result', 'log.filter.all': 'All',
+  'log.filter.succeeded': 'Succeeded', 'log.filter.failed': 'Failed', 'log.filter.from': 'From', 'log.filter.to': 'To',
+  'log.filter.apply': 'Show', 'log.filter.clear': 'Clear filters', 'log.revoked': 'revoked',
+  'log.none': 'No requests yet.', 'log.noMatch': 'No requests match these filters.', 'log.refused': 'Nothing is shown until the filters are corrected.',
+  'log.col.time': 'Time ({zone})', 'log.col.key': 'Key id', 'log.col.owner': 'Person', 'log.col.model': 'Model',
+  'log.col.endpoint': 'Endpoint', 'log.col.result': 'Result (HTTP status)', 'log.col.input': 'Input (tokens)', 'log.col.output': 'Output (tokens)',
+  'log.col.total': 'Total (tokens)', 'log.col.latency': 'Latency (ms)', 'log.col.client': 'Client address', 'log.col.agent': 'User agent',
+  'log.ok': 'Succeeded', 'log.failed': 'Failed', 'log.unmanaged': 'Not managed here',
+  'log.older': 'Older →', 'log.newest': '← Newest',
+  'log.link.mine': 'See each request (request log)', 'log.link.person': 'This person’s requests', 'log.link.key': 'This key’s requests',
 } as const;
 
 export type MessageKey = keyof typeof en;
@@ -278,6 +293,21 @@ const zh: Record<MessageKey, string> = {
   'request.pending': '待处理', 'request.approved': '已批准，尚未领取', 'request.denied': '已拒绝', 'request.claimed': '已领取',
   'col.email': '邮箱', 'col.name': '姓名', 'col.requested': '申请时间', 'col.actions': '操作',
   'admin.keys.samePerson': '注册该邮箱的人与此密钥的持有人是同一人（该邮箱已有用户自行注册的密钥时需勾选）',
+  // request log pages
+  'nav.log': '请求日志', 'log.title.mine': '我的请求记录', 'log.title.all': '请求日志', 'log.back.mine': '← 我的密钥',
+  'log.lead.mine': '你的密钥（包括已吊销的）发出的每一个请求，最新的在前。时间按 {zone} 时区显示；逐条请求记录保留 {days} 天。',
+  'log.lead.all': '经 CLIProxyAPI 发出的每一个请求，最新的在前。时间按 {zone} 时区显示；逐条请求记录保留 {days} 天。',
+  'log.filter.label': '筛选请求', 'log.filter.key': '密钥', 'log.filter.anyKey': '我的全部密钥', 'log.filter.keyId': '密钥编号',
+  'log.filter.email': '用户（邮箱）', 'log.filter.model': '模型', 'log.filter.result': '结果', 'log.filter.all': '全部',
+  'log.filter.succeeded': '成功', 'log.filter.failed': '失败', 'log.filter.from': '开始日期', 'log.filter.to': '结束日期',
+  'log.filter.apply': '筛选', 'log.filter.clear': '清除筛选', 'log.revoked': '已吊销',
+  'log.none': '还没有请求记录。', 'log.noMatch': '没有符合筛选条件的请求。', 'log.refused': '请先修正筛选条件，才能显示请求记录。',
+  'log.col.time': '时间（{zone}）', 'log.col.key': '密钥编号', 'log.col.owner': '用户', 'log.col.model': '模型',
+  'log.col.endpoint': '接口', 'log.col.result': '结果（HTTP 状态码）', 'log.col.input': '输入（tokens）', 'log.col.output': '输出（tokens）',
+  'log.col.total': '合计（tokens）', 'log.col.latency': '耗时（毫秒）', 'log.col.client': '客户端地址', 'log.col.agent': '用户代理',
+  'log.ok': '成功', 'log.failed': '失败', 'log.unmanaged': '非本门户管理',
+  'log.older': '更早 →', 'log.newest': '← 最新',
+  'log.link.mine': '查看每一条请求（请求日志）', 'log.link.person': '此用户的请求记录', 'log.link.key': '此密钥的请求记录',
 };
 
 const dictionaries: Record<Locale, Record<MessageKey, string>> = { en, 'zh-CN': zh };

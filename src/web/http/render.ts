@@ -52,7 +52,7 @@ export function renderPage(deps: WebDeps, req: Request, res: Response, view: str
     portalUrl: `${req.protocol}://${req.get('host') ?? req.hostname}`,
     approvals: deps.registration.mode === 'approval',
     // An ISO instant as wall-clock time in TIMEZONE ('2026-11-23 00:00 +08:00'; with seconds if asked).
-    localTime: (iso: string, seconds = false) => deps.zone.format(Date.parse(iso), seconds),
+    localTime: (iso: string, seconds = false) => (seconds ? deps.zone.formatSeconds(Date.parse(iso)) : deps.zone.format(Date.parse(iso))),
     timeZone: deps.zone.name,
   });
 }

@@ -84,10 +84,15 @@ export function registrationRouter(deps: WebDeps): Router {
    */
   const showIssued = async (req: Request, res: Response, issued: IssuedKey) => {
     const { email } = issued.record;
-    try {
-      await deps.sessions.signIn(req, res, email === null ? { kind: 'holder', key_id: issued.key_id } : { kind: 'user', key_id: issued.key_id, email });
-    } catch (err) {
-      deps.log.warn({ module: 'registration', key_id: issued.key_id, err: (err as Error).message }, 'could not sign the new key in');
+    let signedInAsAdmin = false;
+    try { signedInAsAdmin = auth.sessionActor(req).kind === 'admin'; } catch { /* no valid session */ }
+    // An admin's session stays (an admin trying the public form keeps their pages).
+    if (!signedInAsAdmin) {
+      try {
+        await deps.sessions.signIn(req, res, email === null ? { kind: 'holder', key_id: issued.key_id } : { kind: 'user', key_id: issued.key_id, email });
+      } catch (err) {
+        deps.log.warn({ module: 'registration', key_id: issued.key_id, err: (err as Error).message }, 'could not sign the new key in');
+      }
     }
     renderPage(deps, req, res, 'key-result', {
       title: t(req)('result.title'), nav: 'register', next: '/my-keys', issued: { key: issued.key, key_id: issued.key_id, status: issued.record.status },

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Router, type Request } from 'express';
-import { fail, invalidField } from '../../errors.js';
+import { fail } from '../../errors.js';
 import { requireAdmin, requireSignedIn } from '../http/auth.js';
 import type { WebDeps } from '../http/deps.js';
 import { apiOnly, pagesOnly } from '../http/errors.js';
@@ -9,8 +9,9 @@ import { adminApi, adminPage } from '../http/guards.js';
 import { pickLocale, translator } from '../http/i18n.js';
 import { paginate } from '../http/paging.js';
 import { reasonText, renderPage } from '../http/render.js';
-import { emailParam, parseCursor, parseInstant, parseRange, queryInt, queryModel, queryOne } from '../http/validate.js';
 import { pageRange } from '../http/usage-range.js';
+import { emailParam, parseRange, queryOne } from '../http/validate.js';
+import { requestFilter, requestLogPages } from './request-log.js';
 
 const REQUESTS_PER_PAGE = 100;
 /** Rows of the leaderboard per page: a page renders in a few milliseconds even with 10k people. */
@@ -54,28 +55,7 @@ export function statsRouter(deps: WebDeps): Router {
   api.get('/api/requests', (req, res) => {
     const actor = auth.actor(req);
     requireSignedIn(actor);
-    const q = req.query;
-    const email = queryOne(q, 'email');
-    const wantedEmail = email === undefined ? undefined : emailParam(email);
-    const wantedKey = queryOne(q, 'key_id', 20);
-    let keyIds: string[] | null;
-    if (actor.kind === 'user') {
-      if (wantedEmail !== undefined && wantedEmail !== actor.email) throw fail('own_stats_only');
-      keyIds = stats.keyIdsOf(actor.email);
-      if (wantedKey !== undefined) {
-        if (!keyIds.includes(wantedKey)) throw fail('key_not_found');
-        keyIds = [wantedKey];
-      }
-    } else {
-      keyIds = wantedKey !== undefined ? [wantedKey] : wantedEmail !== undefined ? stats.keyIdsOf(wantedEmail) : null;
-    }
-    const failed = queryOne(q, 'failed', 5);
-    if (failed !== undefined && failed !== 'true' && failed !== 'false') throw invalidField('failed', 'not_boolean');
-    res.json(stats.requestLog({
-      keyIds, model: queryModel(q), failed: failed === undefined ? undefined : failed === 'true',
-      from: parseInstant(q, 'from', zone), to: parseInstant(q, 'to', zone, true), before: parseCursor(q),
-      limit: queryInt(q, 'limit', 1, 500) ?? REQUESTS_PER_PAGE,
-    }));
+    res.json(stats.requestLog(requestFilter(deps, actor, req.query, REQUESTS_PER_PAGE)));
   });
 
   /** CSV by day and model: a key holder gets their own usage; an admin everyone's (or ?email=). */
@@ -142,6 +122,6 @@ export function statsRouter(deps: WebDeps): Router {
   });
 
   const r = Router();
-  r.use(api, adminJson, pages);
+  r.use(api, adminJson, pages, requestLogPages(deps));
   return r;
 }
