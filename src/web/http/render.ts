@@ -54,6 +54,9 @@ export function renderPage(deps: WebDeps, req: Request, res: Response, view: str
     // An ISO instant as wall-clock time in TIMEZONE ('2026-11-23 00:00 +08:00'; with seconds if asked).
     localTime: (iso: string, seconds = false) => (seconds ? deps.zone.formatSeconds(Date.parse(iso)) : deps.zone.format(Date.parse(iso))),
     timeZone: deps.zone.name,
+    // A key's status as its holder reads it: a suspension for a limit says so.
+    statusText: (k: { status: string; suspension?: { reason: string } | null }) =>
+      t(k.status === 'suspended' && k.suspension && k.suspension.reason !== 'admin' ? 'status.limited' : `status.${k.status}` as MessageKey),
   });
 }
 

@@ -6,7 +6,7 @@ import { requireAdmin, requireSignedIn } from '../http/auth.js';
 import type { WebDeps } from '../http/deps.js';
 import { apiOnly, pagesOnly } from '../http/errors.js';
 import { adminApi, adminPage } from '../http/guards.js';
-import { pickLocale, translator } from '../http/i18n.js';
+import { pickLocale, translator, type MessageKey } from '../http/i18n.js';
 import { paginate } from '../http/paging.js';
 import { reasonText, renderPage } from '../http/render.js';
 import { pageRange } from '../http/usage-range.js';
@@ -101,7 +101,7 @@ export function statsRouter(deps: WebDeps): Router {
     const cliproxyLine = s.error ? reasonText(t(req), s.error_code, s.error) : s.reachable ? t(req)('admin.cliproxy.ok', { version: s.version ?? '?' }) : t(req)('admin.cliproxy.unknown');
     const u = deps.health.usage();
     const usageLine = u.source
-      ? t(req)('admin.usage.line', { source: u.source, last: u.last_usage_at ? zone.format(Date.parse(u.last_usage_at)) : t(req)('never'),
+      ? t(req)('admin.usage.line', { source: t(req)(`source.${u.source}` as MessageKey), last: u.last_usage_at ? zone.format(Date.parse(u.last_usage_at)) : t(req)('never'),
         ago: u.last_usage_at ? Math.max(0, Math.round((clock.now() - Date.parse(u.last_usage_at)) / 1000)) : '–' })
       : t(req)('admin.cliproxy.unknown');
     const all = stats.allUsers();
