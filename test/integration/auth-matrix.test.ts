@@ -88,6 +88,12 @@ const MATRIX: Record<string, Row | Row[]> = {
     { via: 'page', request: async () => ({ path: '/admin/keys', body: { label: 'matrix', daily_limit: '5' } }),
       expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 200 } },
   ],
+  'POST /admin/keys/revoke': [
+    { via: 'api', request: async () => ({ path: '/admin/keys/revoke', body: { key_ids: ['9998'] } }),
+      expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 404 } },
+    { via: 'page', request: async () => ({ path: '/admin/keys/revoke', body: { key_id: '9998' } }),
+      expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 404 } },
+  ],
   'POST /admin/keys/bulk': [
     { via: 'api', request: async () => ({ path: '/admin/keys/bulk', body: { count: 1, label: 'matrix' } }),
       expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 201 } },

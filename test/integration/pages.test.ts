@@ -186,3 +186,46 @@ describe('bulk trial keys', () => {
     }
   });
 });
+
+describe('bulk revoke', () => {
+  it('revokes the chosen keys after a confirmation, all or nothing when an id is unknown', async () => {
+    const t = await startTestPortal({ env: { USAGE_SOURCE: 'queue' } });
+    try {
+      const made = (await call(t.url, 'POST', '/admin/keys/bulk', { body: { count: 5, label: 'batch' }, token: ADMIN })).text
+        .trim().split('\n').slice(1).map((l) => { const [id, key] = l.split(','); return { id: id!, key: key! }; });
+      for (const k of made) await waitFor(async () => (await use(t, k.key)) === 200, `key ${k.id} live`);
+
+      const unknown = await call(t.url, 'POST', '/admin/keys/revoke', { body: { key_ids: [made[0]!.id, '9999'] }, token: ADMIN });
+      assert.equal(unknown.status, 404);
+      assert.equal(await use(t, made[0]!.key), 200, 'nothing revoked when one id is unknown');
+      assert.equal((await call(t.url, 'POST', '/admin/keys/revoke', { body: { key_ids: [] }, token: ADMIN })).status, 400);
+
+      const api = await call(t.url, 'POST', '/admin/keys/revoke', { body: { key_ids: [made[0]!.id, made[1]!.id] }, token: ADMIN });
+      assert.equal(api.status, 200);
+      assert.deepEqual(api.body, { revoked: [made[0]!.id, made[1]!.id].sort(), already: [] });
+      for (const k of made.slice(0, 2)) assert.equal(await use(t, k.key), 401, 'CLIProxyAPI refuses it once answered');
+      const again = await call(t.url, 'POST', '/admin/keys/revoke', { body: { key_ids: [made[1]!.id, made[2]!.id] }, token: ADMIN });
+      assert.deepEqual(again.body, { revoked: [made[2]!.id], already: [made[1]!.id] });
+
+      // The page: the list's checkboxes, a confirmation that names the keys, then the revocations.
+      const b = await adminBrowser(t, 'en');
+      const list = await b.get('/admin/keys');
+      assert.ok(!list.html.includes(`name="key_id" value="${made[0]!.id}"`), 'a revoked key has no checkbox');
+      const confirm = await b.post('/admin/keys/revoke', { key_id: made[3]!.id, key_id2: 'ignored' });
+      assert.equal(confirm.status, 200);
+      assert.match(text(confirm.html), /Revoke 1 keys\?/);
+      assert.equal(await use(t, made[3]!.key), 200, 'not before the confirmation');
+      const body = new URLSearchParams([['_csrf', b.csrf], ['key_id', made[3]!.id], ['key_id', made[4]!.id], ['confirm', 'yes']]);
+      const done = await fetch(`${t.url}/admin/keys/revoke`, { method: 'POST', redirect: 'manual', body,
+        headers: { Accept: 'text/html', 'Content-Type': 'application/x-www-form-urlencoded', Cookie: Object.entries(b.cookies).map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join('; '), Origin: t.url } });
+      assert.equal(done.status, 303, await done.clone().text().then((h) => text(h).slice(0, 300)));
+      assert.equal(done.headers.get('location'), '/admin/keys?revoked=2');
+      for (const k of made.slice(3)) assert.equal(await use(t, k.key), 401);
+      assert.match(text((await b.get('/admin/keys?revoked=2')).html), /2 keys were revoked\./);
+      const audit = (await call(t.url, 'GET', '/admin/audit?action=key.revoke&per_page=50', { token: ADMIN })).body;
+      assert.equal(JSON.stringify(audit).match(/"action":"key\.revoke"/g)?.length, 5, 'each revocation audited');
+    } finally {
+      await t.stop();
+    }
+  });
+});

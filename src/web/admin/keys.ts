@@ -9,7 +9,7 @@ import { actorOf, adminApi, adminPage } from '../http/guards.js';
 import { pickLocale, translator } from '../http/i18n.js';
 import { pageHref, pageNumber } from '../http/paging.js';
 import { problem, renderPage } from '../http/render.js';
-import { adminBulkBody, adminKeyBody, adminKeyPatch, emailParam, formToJson, keyRef, parseBody, queryInt, queryOne } from '../http/validate.js';
+import { adminBulkBody, adminKeyBody, adminRevokeBody, adminKeyPatch, emailParam, formToJson, keyRef, parseBody, queryInt, queryOne } from '../http/validate.js';
 
 const STATUSES = ['pending', 'active', 'suspended', 'revoked'];
 const KEYS_PER_PAGE = 50;
@@ -60,6 +60,21 @@ export function adminKeysRouter(deps: WebDeps): Router {
     const rows = issued.map((k) => { const v = createdView(k); return [v.key_id, v.key, v.label, v.status, v.daily_limit, v.daily_token_limit, v.expires_at ?? '']; });
     return ['key_id,key,label,status,daily_limit,daily_token_limit,expires_at', ...rows.map((r) => r.map((c) => csvCell(String(c))).join(','))].join('\n') + '\n';
   };
+  /** Revokes several keys (ten at a time); keys already revoked are reported apart, not refused. */
+  const revokeMany = async (raw: unknown, actor: Actor): Promise<{ revoked: string[]; already: string[] }> => {
+    const ids = [...new Set(parseBody(adminRevokeBody, raw).key_ids)];
+    const found = ids.map((id) => keys.resolve(id)); // every id known, or nothing is revoked
+    const revoked: string[] = [];
+    const already: string[] = [];
+    for (let i = 0; i < found.length; i += 10) {
+      await Promise.all(found.slice(i, i + 10).map(async ({ key }) => {
+        if (stats.keyView(key).status === 'revoked') { already.push(keys.idOf(key)); return; }
+        revoked.push((await keys.revoke({ key_id: keys.idOf(key) }, actor)).key_id);
+      }));
+    }
+    return { revoked: revoked.sort(), already: already.sort() };
+  };
+
   const sendBulk = (res: Response, csv: string) => {
     res.status(201).type('text/csv; charset=utf-8').attachment(`trial-keys-${zone.day(deps.clock.now())}.csv`).set('Cache-Control', 'no-store').send(csv);
   };
@@ -99,6 +114,8 @@ export function adminKeysRouter(deps: WebDeps): Router {
   });
 
   api.post('/admin/keys/bulk', async (req, res) => sendBulk(res, await bulk(req.body, actorOf(res))));
+
+  api.post('/admin/keys/revoke', async (req, res) => { res.json(await revokeMany(req.body, actorOf(res))); });
 
   api.get('/admin/keys/:id', (req, res) => {
     res.json(stats.keyView(keys.resolve(String(req.params.id)).key));
@@ -155,7 +172,13 @@ export function adminKeysRouter(deps: WebDeps): Router {
   };
 
   // ?email= fills in the owner (the person page's "create a key for this person").
-  pages.get('/admin/keys', (req, res) => keysPage(req, res, typeof req.query.email === 'string' ? { form: { email: req.query.email.slice(0, 254) } } : {}));
+  pages.get('/admin/keys', (req, res) => {
+    const revoked = typeof req.query.revoked === 'string' && /^\d{1,4}$/.test(req.query.revoked) ? Number(req.query.revoked) : null;
+    keysPage(req, res, {
+      ...(typeof req.query.email === 'string' ? { form: { email: req.query.email.slice(0, 254) } } : {}),
+      ...(revoked !== null ? { notice: t(req)('admin.revoke.done', { n: revoked }) } : {}),
+    });
+  });
 
   pages.post('/admin/keys', async (req, res) => {
     let issued: IssuedKey;
@@ -166,6 +189,23 @@ export function adminKeysRouter(deps: WebDeps): Router {
       return keysPage(req, res, { ...problem(req, err), form: req.body });
     }
     renderPage(deps, req, res, 'admin-key-created', { title: t(req)('admin.keys.created'), area: 'admin', nav: 'keys', created: createdView(issued) });
+  });
+
+  /** The list's "revoke selected": a confirmation page first, then the revocations. */
+  pages.post('/admin/keys/revoke', async (req, res) => {
+    const ids = [req.body?.key_id ?? []].flat().map(String);
+    if (req.body?.confirm !== 'yes') {
+      let chosen;
+      try {
+        chosen = parseBody(adminRevokeBody, { key_ids: ids }).key_ids.map((id) => stats.keyView(keys.resolve(id).key));
+      } catch (err) {
+        if (!(err instanceof AppError) || err.status >= 500) throw err;
+        return keysPage(req, res, problem(req, err));
+      }
+      return renderPage(deps, req, res, 'admin-keys-revoke', { title: t(req)('admin.revoke.title', { n: chosen.length }), area: 'admin', nav: 'keys', chosen });
+    }
+    const done = await revokeMany({ key_ids: ids }, actorOf(res));
+    res.redirect(303, `/admin/keys?revoked=${done.revoked.length}`);
   });
 
   pages.post('/admin/keys/bulk', async (req, res) => {

@@ -117,6 +117,9 @@ export const adminBulkBody = z.object({
   label: text100.optional(), daily_limit: limit.optional(), daily_token_limit: limit.optional(), expires_at: expiresAt.optional(),
 });
 
+/** POST /admin/keys/revoke: several keys at once, by id. */
+export const adminRevokeBody = z.object({ key_ids: z.array(keyId).min(1).max(BULK_MAX) });
+
 export const adminKeyPatch = z.object({
   ...gatewayLimits,
   label: text100.optional(), daily_limit: limit.optional(), daily_token_limit: limit.optional(), expires_at: expiresAt.optional(),
