@@ -12,13 +12,19 @@ describe('the gateway', () => {
   let t: TestPortal;
   let gw: string;
   const fixedNow = Date.parse('2026-11-23T04:00:00Z');
+  let t0 = Date.now();
+  /** The portal's clock: it starts at fixedNow and runs. */
+  const portalNow = () => fixedNow + (Date.now() - t0);
   const newKey = async (fields: Record<string, unknown> = {}) =>
     (await call(t.url, 'POST', '/admin/keys', { token: ADMIN, body: { label: 'gw', ...fields } })).body as { key: string; key_id: string };
   const post = (base: string, path: string, key: string | null, body: unknown, headers: Record<string, string> = {}) =>
     fetch(base + path, { method: 'POST', headers: { 'Content-Type': 'application/json', ...(key ? { Authorization: `Bearer ${key}` } : {}), ...headers }, body: JSON.stringify(body) });
 
   before(async () => {
-    t = await startTestPortal({ env: { GATEWAY_PORT: '0', POOL_SIZE: '200' }, fakeOptions: { now: () => fixedNow } });
+    // The fake stamps every record (and answer) with fixedNow, so bodies match byte for byte; the
+    // portal's clock starts there too and runs, so those records are today's whatever the hour of the run.
+    t0 = Date.now();
+    t = await startTestPortal({ env: { GATEWAY_PORT: '0', POOL_SIZE: '200' }, fakeOptions: { now: () => fixedNow }, clock: { now: portalNow } });
     gw = `http://127.0.0.1:${t.portal.gatewayPort}`;
   });
   after(async () => { await t.stop(); });
@@ -136,7 +142,7 @@ describe('the gateway', () => {
     assert.equal(e.error.code, 'daily_token_limit_reached');
     assert.match(e.error.message, /daily limit of 100 tokens is reached/);
 
-    const soon = new Date(Date.now() + 1500).toISOString();
+    const soon = new Date(portalNow() + 1500).toISOString();
     const expiring = await newKey({ expires_at: soon });
     assert.equal((await post(gw, '/v1/chat/completions', expiring.key, { messages: [] })).status, 200);
     await new Promise((res) => setTimeout(res, 1600));

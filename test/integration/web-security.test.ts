@@ -183,7 +183,7 @@ describe('the CLIProxyAPI banner', () => {
       await call(fine.url, 'POST', '/api/sync-usage', { token: ADMIN });
       const page = (await admin.get('/admin/users')).html;
       assert.ok(!page.includes('class="banner"'));
-      assert.match(page, /(subscribe|queue) · last record/);
+      assert.match(page, /(pushed by CLIProxyAPI \(subscribe\)|read from its queue) · last record/, 'the usage source in words');
     } finally {
       await fine.stop();
     }
