@@ -154,6 +154,13 @@ const en = {
   'log.ok': 'Succeeded', 'log.failed': 'Failed', 'log.unmanaged': 'Not managed here',
   'log.older': 'Older →', 'log.newest': '← Newest',
   'log.link.mine': 'See each request (request log)', 'log.link.person': 'This person’s requests', 'log.link.key': 'This key’s requests',
+  // alerts
+  'alerts.warning': 'Key {id} has used {percent} % of today’s {limit}; it stops at {max} and works again at {at}.',
+  'alerts.reached': 'Key {id} has used all of today’s {limit}: it is out until the reset at {at}.',
+  'alerts.requests': '{n} requests', 'alerts.tokens': '{n} tokens',
+  'alerts.admin.one': '1 key is past {p} % of a limit today', 'alerts.admin.many': '{n} keys are past {p} % of a limit today',
+  'audit.key.limit_warning': 'Near a daily limit', 'audit.f.limit': 'limit', 'audit.f.used': 'used', 'audit.f.max': 'allowed',
+  'audit.f.percent': 'percent', 'audit.f.threshold': 'threshold %', 'audit.f.day': 'day',
 } as const;
 
 export type MessageKey = keyof typeof en;
@@ -308,6 +315,13 @@ const zh: Record<MessageKey, string> = {
   'log.ok': '成功', 'log.failed': '失败', 'log.unmanaged': '非本门户管理',
   'log.older': '更早 →', 'log.newest': '← 最新',
   'log.link.mine': '查看每一条请求（请求日志）', 'log.link.person': '此用户的请求记录', 'log.link.key': '此密钥的请求记录',
+  // alerts
+  'alerts.warning': '密钥 {id} 今日已用 {percent}%（上限 {limit}）；用满即暂停，{at} 恢复可用。',
+  'alerts.reached': '密钥 {id} 已用完今日额度（{limit}），暂停使用至 {at} 重置。',
+  'alerts.requests': '{n} 次请求', 'alerts.tokens': '{n} tokens',
+  'alerts.admin.one': '今日有 1 个密钥的用量已超过上限的 {p}%', 'alerts.admin.many': '今日有 {n} 个密钥的用量已超过上限的 {p}%',
+  'audit.key.limit_warning': '接近每日上限', 'audit.f.limit': '限额', 'audit.f.used': '已用', 'audit.f.max': '上限',
+  'audit.f.percent': '百分比', 'audit.f.threshold': '提醒阈值（%）', 'audit.f.day': '日期',
 };
 
 const dictionaries: Record<Locale, Record<MessageKey, string>> = { en, 'zh-CN': zh };

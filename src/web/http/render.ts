@@ -54,6 +54,8 @@ export function renderPage(deps: WebDeps, req: Request, res: Response, view: str
     // An ISO instant as wall-clock time in TIMEZONE ('2026-11-23 00:00 +08:00'; with seconds if asked).
     localTime: (iso: string, seconds = false) => (seconds ? deps.zone.formatSeconds(Date.parse(iso)) : deps.zone.format(Date.parse(iso))),
     timeZone: deps.zone.name,
+    // Daily-limit notices for this reader (views/partials/alerts.ejs), worked out only where it is included.
+    limitAlerts: () => deps.alerts.forPage(actor, area),
   });
 }
 
