@@ -1,5 +1,5 @@
 import type { Logger } from './log.js';
-import type { AuditActor, AuditEntry, AuditLog } from './store/audit.js';
+import type { AuditActor, AuditEntry, AuditLog, AuditPageOptions } from './store/audit.js';
 
 /** Who did something, as services see it (routes work it out from credentials). */
 export type Actor =
@@ -34,7 +34,7 @@ export class Audit {
     return this.log.flushed();
   }
 
-  page(o: { offset: number; limit: number; match?: (e: AuditEntry) => boolean }): Promise<{ entries: AuditEntry[]; more: boolean }> {
+  page(o: AuditPageOptions): Promise<{ entries: AuditEntry[]; more: boolean }> {
     return this.log.page(o);
   }
 }

@@ -82,6 +82,17 @@ const emailDomains = z.string().transform((s, ctx) => {
   return out;
 });
 
+/**
+ * A webhook's address, kept exactly as given (a trailing slash can matter to the receiver). Credentials
+ * in the URL are refused: fetch will not send them, and they would only end up in logs.
+ */
+const webhookUrl = z.string().trim().superRefine((s, ctx) => {
+  let url: URL;
+  try { url = new URL(s); } catch { ctx.addIssue({ code: 'custom', message: 'must be an http:// or https:// URL' }); return; }
+  if (!['http:', 'https:'].includes(url.protocol)) ctx.addIssue({ code: 'custom', message: 'must be an http:// or https:// URL' });
+  else if (url.username || url.password) ctx.addIssue({ code: 'custom', message: 'must not hold user:password@ (put a secret in the path or query instead)' });
+});
+
 const keyPrefix = z.string().trim().regex(/^[A-Za-z0-9_-]{1,32}$/, 'must be 1-32 letters, digits, _ or -');
 
 const schema = z.object({
@@ -125,6 +136,9 @@ const schema = z.object({
   GATEWAY_CONNECT_TIMEOUT_MS: int(100, 600_000).default(10_000),
   GATEWAY_HEADERS_TIMEOUT_MS: int(1000, 3_600_000).default(600_000),
   GATEWAY_BODY_TIMEOUT_MS: int(1000, 3_600_000).default(600_000),
+  ALERT_THRESHOLD_PERCENT: int(0, 99).default(80),
+  ALERT_WEBHOOK_URL: webhookUrl.optional(),
+  PORTAL_PUBLIC_URL: httpUrl.optional(),
 });
 
 type Raw = z.output<typeof schema>;
@@ -164,7 +178,7 @@ export function loadConfig(sources: ConfigSources = {}): Config {
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const name = String(issue.path[0]);
-    const shown = name in merged && !/KEY|TOKEN|SECRET/.test(name) ? ` (got "${merged[name]}")` : '';
+    const shown = name in merged && !/KEY|TOKEN|SECRET|WEBHOOK/.test(name) ? ` (got "${merged[name]}")` : '';
     throw new ConfigError(`Invalid configuration: ${name} ${issue.message}${shown}`);
   }
   const { LOGIN_RATE_LIMIT, ...raw } = parsed.data;
@@ -199,6 +213,8 @@ export function describeConfig(config: Config): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(config)) {
     out[k] = /KEY$|TOKEN|SECRET/.test(k) && k !== 'KEY_PREFIX' && v ? '***' : v;
+    // A webhook's path often is its secret (Slack, Feishu, DingTalk): only where it goes is shown.
+    if (k === 'ALERT_WEBHOOK_URL' && typeof v === 'string') out[k] = `${new URL(v).origin}/***`;
   }
   return out;
 }

@@ -12,6 +12,8 @@ export interface PortalEvents {
   'usage.counted': [keyIds: Set<string>];
   /** Keys were suspended for reaching a daily limit. */
   'quota.suspended': [count: number, reason: string];
+  /** This key was just suspended for reaching a daily limit (after its audit entry was written). */
+  'quota.reached': [keyId: string, reason: string];
 }
 
 export class Events extends EventEmitter<PortalEvents> {}

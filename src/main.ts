@@ -39,6 +39,8 @@ import { UsageService } from './usage/service.js';
 import { importLegacyUsage } from './store/usage-legacy.js';
 import { UsageStore } from './store/usage-store.js';
 import { Zone } from './time/zone.js';
+import { AlertService } from './alerts/service.js';
+import { Webhook } from './alerts/webhook.js';
 
 /** The running portal: what the web layer gets, and the parts below it (for the CLI and tests). */
 export interface Portal extends AppDeps {
@@ -158,12 +160,26 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
       quota.enforce(ids).catch((err) => log.error({ module: 'quota', err }, 'could not enforce daily limits'));
     });
     ingestor.onCounted = (ids) => events.emit('usage.counted', ids);
+    // Alerts before and when a limit is reached; "once a day" is read back from today's audit log
+    // before any usage is counted. The webhook is never waited for.
+    const webhook = config.ALERT_WEBHOOK_URL ? new Webhook({ url: config.ALERT_WEBHOOK_URL, log }) : null;
+    if (webhook) cleanups.push(() => webhook.stop());
+    const alerts = new AlertService({
+      threshold: config.ALERT_THRESHOLD_PERCENT, portalUrl: config.PORTAL_PUBLIC_URL, store, usage: usageStore, zone, audit, log, clock, webhook,
+    });
+    await alerts.load();
+    events.on('usage.counted', (ids) => {
+      alerts.counted(ids).catch((err) => log.error({ module: 'alerts', err }, 'could not check usage against the alert threshold'));
+    });
+    events.on('quota.reached', (id, reason) => {
+      try { alerts.reached(id, reason); } catch (err) { log.error({ module: 'alerts', err, key_id: id }, 'could not send a limit alert'); }
+    });
     // Quota suspensions lift at midnight in TIMEZONE; the sweep catches expiries and a missed midnight.
     jobs.add({ name: 'quota-midnight', schedule: '0 0 0 * * *', timezone: config.TIMEZONE, run: () => quota.reinstateDue() });
     jobs.add({ name: 'quota-sweep', schedule: '*/5 * * * * *', run: () => quota.sweep() });
     const guard = new FailureGuard({ setting: config.AUTH_FAILURE_LIMIT, now: () => clock.now(), audit, log });
     const health = new HealthService({ config, cliproxy, usage, store, reconciler, logFile, lockedOut: () => guard.lockedOut() });
-    const metrics = new Metrics({ store, usage, cliproxy, reconciler, guard, events, logFile, now: () => clock.now() });
+    const metrics = new Metrics({ store, usage, cliproxy, reconciler, guard, events, logFile, now: () => clock.now(), alerts, webhook });
     // The gateway (GATEWAY_PORT): CLIProxyAPI's client APIs with the limits checked before forwarding.
     let gateway: Gateway | null = null;
     let gatewayPort: number | null = null;
@@ -182,7 +198,7 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
       log.info({ module: 'gateway', port: gatewayPort }, `gateway listening on ${config.HOST}:${gatewayPort}, forwarding to ${config.CLIPROXY_URL}`);
     }
     const deps: AppDeps = {
-      config, keys, registration, quota, stats, usage, audit, health, guard, sessionStore, log, clock, zone, adminToken, sessionSecret, gatewayPort, metrics,
+      config, keys, registration, quota, stats, usage, audit, health, guard, sessionStore, log, clock, zone, adminToken, sessionSecret, gatewayPort, metrics, alerts,
       backup: async (out) => {
         await audit.flushed();
         return writeBackup({

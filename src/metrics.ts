@@ -1,4 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { AlertService } from './alerts/service.js';
+import type { Webhook } from './alerts/webhook.js';
 import type { ManagementClient } from './cliproxy/management.js';
 import type { Events } from './events.js';
 import type { FailureGuard } from './failure-guard.js';
@@ -17,6 +19,9 @@ export interface MetricsDeps {
   events: Events;
   logFile: LogFile | null;
   now: () => number;
+  /** Daily-limit alerts, and their webhook when ALERT_WEBHOOK_URL is set. */
+  alerts: AlertService;
+  webhook: Webhook | null;
 }
 
 /** A counter whose value lives elsewhere (a service's own count): set from it at each scrape. */
@@ -47,6 +52,15 @@ export class Metrics {
     this.gatewayRefusals = new Counter({ name: 'kp_gateway_refusals_total', help: 'Gateway requests refused before forwarding, by code', labelNames: ['code'], registers: [r] });
     const suspensions = new Counter({ name: 'kp_suspensions_total', help: 'Keys suspended for reaching a daily limit', labelNames: ['reason'], registers: [r] });
     d.events.on('quota.suspended', (n, reason) => suspensions.inc({ reason }, n));
+    new Counter({
+      name: 'kp_limit_alerts_total', help: 'Daily-limit alerts made (once per key, limit and day), by event', labelNames: ['event'], registers: [r],
+      collect() { this.reset(); for (const [event, n] of Object.entries(d.alerts.counts)) this.inc({ event }, n); },
+    });
+    new Counter({
+      name: 'kp_alert_webhooks_total', help: 'Alert webhook deliveries: delivered, retried (an attempt failed and was tried again), failed (given up)',
+      labelNames: ['result'], registers: [r],
+      collect() { this.reset(); for (const [result, n] of Object.entries(d.webhook?.counts ?? { delivered: 0, retried: 0, failed: 0 })) this.inc({ result }, n); },
+    });
 
     new Gauge({
       name: 'kp_keys', help: 'Issued keys by state', labelNames: ['state'], registers: [r],

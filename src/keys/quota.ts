@@ -119,6 +119,7 @@ export class QuotaService {
       await this.audit({ kind: 'system' }, 'key.suspend', s.id, { reason: s.reason, until: s.until, used: this.usedToday(s.key, record),
         daily_limit: record.daily_limit, daily_token_limit: record.daily_token_limit });
     }
+    for (const s of suspended) this.d.events.emit('quota.reached', s.id, s.reason);
     this.d.log.info({ module: 'quota', key_ids: suspended.map((s) => s.id) }, `suspended ${suspended.length} key(s) that reached a daily limit`);
     // One DELETE each, nothing read first: every management call costs CLIProxyAPI a bcrypt check
     // with a secret-key, and each one is time in which the key still works.

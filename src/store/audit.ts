@@ -14,6 +14,14 @@ export interface AuditEntry {
   details?: Record<string, unknown>;
 }
 
+export interface AuditPageOptions {
+  offset: number;
+  limit: number;
+  match?: (e: AuditEntry) => boolean;
+  /** Ends the reading (newest first) at the first entry for which it is true; that entry is not returned. */
+  stop?: (e: AuditEntry) => boolean;
+}
+
 /**
  * data/audit.jsonl: one line per administrative or security-relevant action. Lines hold key ids,
  * never keys. Appends are queued and written together; each append resolves once its line is
@@ -80,9 +88,10 @@ export class AuditLog {
   /**
    * Entries newest first, `offset` matching entries skipped, at most `limit` returned; `more` says
    * whether older matching entries exist. Reads the file backwards in chunks, so the newest page of
-   * a long log costs a few kilobytes, not the whole file.
+   * a long log costs a few kilobytes, not the whole file. Reading ends at the first entry `stop` says
+   * is too old (the log is in time order), so "everything today" costs today's entries only.
    */
-  async page(o: { offset: number; limit: number; match?: (e: AuditEntry) => boolean }): Promise<{ entries: AuditEntry[]; more: boolean }> {
+  async page(o: AuditPageOptions): Promise<{ entries: AuditEntry[]; more: boolean }> {
     while (this.writing) await this.writing;
     let fh: FileHandle;
     try { fh = await open(this.file, constants.O_RDONLY); } catch { return { entries: [], more: false }; }
@@ -91,10 +100,12 @@ export class AuditLog {
       let skipped = 0;
       let pos = (await fh.stat()).size;
       let carry = Buffer.alloc(0);
-      const take = (line: Buffer): boolean => { // true when the page is full and one more exists
+      let stopped = false;
+      const take = (line: Buffer): boolean => { // true when the page is full and one more exists, or at `stop`
         if (!line.length) return false;
         let e: AuditEntry;
         try { e = JSON.parse(line.toString('utf8')) as AuditEntry; } catch { return false; }
+        if (o.stop?.(e)) return (stopped = true);
         if (o.match && !o.match(e)) return false;
         if (skipped < o.offset) { skipped++; return false; }
         if (entries.length === o.limit) return true;
@@ -110,13 +121,13 @@ export class AuditLog {
         let end = buf.length;
         for (let i = buf.length - 1; i >= 0; i--) {
           if (buf[i] !== 10) continue;
-          if (take(buf.subarray(i + 1, end))) return { entries, more: true };
+          if (take(buf.subarray(i + 1, end))) return { entries, more: !stopped };
           end = i;
         }
         carry = buf.subarray(0, end);
         buf = carry;
       }
-      if (take(carry)) return { entries, more: true };
+      if (take(carry)) return { entries, more: !stopped };
       return { entries, more: false };
     } finally {
       await fh.close();

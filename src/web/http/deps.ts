@@ -1,4 +1,5 @@
 import type { RequestHandler } from 'express';
+import type { AlertService } from '../../alerts/service.js';
 import type { Audit } from '../../audit.js';
 import type { Clock } from '../../clock.js';
 import type { Config } from '../../config.js';
@@ -39,6 +40,8 @@ export interface AppDeps {
   backup(out: string): Promise<Record<string, unknown>>;
   /** The gateway's port when GATEWAY_PORT is set: key holders are then sent there. */
   gatewayPort: number | null;
+  /** Daily-limit alerts: what the alerts partial shows. */
+  alerts: AlertService;
 }
 
 /** What createApp builds on top: who is calling, sessions, and the shared registration limiters. */

@@ -49,7 +49,6 @@ const en = {
   'audit.v.daily_token_limit': 'daily token limit', 'audit.v.midnight': 'a new day', 'audit.v.reset': 'usage reset', 'audit.v.limit_raised': 'limit raised',
   'audit.v.expired': 'expired', 'audit.v.cli': 'command line', 'audit.v.bearer': 'API (Bearer)', 'audit.v.sign_in': 'sign-in form', 'audit.v.admin_sign_in': 'admin sign-in',
   'audit.v.usage': 'GET /usage', 'audit.v.claim': 'key collection', 'audit.v.true': 'yes', 'audit.v.false': 'no', 'audit.v.requests': 'requests', 'audit.v.tokens': 'tokens',
-  'audit.f.used': 'used today',
   'admin.revoke.pick': 'Select', 'admin.revoke.pickOne': 'Select key {id}', 'admin.revoke.selected': 'Revoke the selected keys…',
   'admin.revoke.title': 'Revoke {n} keys?', 'admin.revoke.confirm': 'Yes, revoke these {n} keys', 'admin.revoke.done': '{n} keys were revoked.',
   'send.title': 'Send this to the key’s holder',
@@ -163,6 +162,13 @@ const en = {
   'log.ok': 'Succeeded', 'log.failed': 'Failed', 'log.unmanaged': 'Not managed here',
   'log.older': 'Older →', 'log.newest': '← Newest',
   'log.link.mine': 'See each request (request log)', 'log.link.person': 'This person’s requests', 'log.link.key': 'This key’s requests',
+  // alerts
+  'alerts.warning': 'Key {id} has used {percent} % of today’s {limit}; it stops at {max} and works again at {at}.',
+  'alerts.reached': 'Key {id} has used all of today’s {limit}: it is out until the reset at {at}.',
+  'alerts.requests': '{n} requests', 'alerts.tokens': '{n} tokens',
+  'alerts.admin.one': '1 key is past {p} % of a limit today', 'alerts.admin.many': '{n} keys are past {p} % of a limit today',
+  'audit.key.limit_warning': 'Near a daily limit', 'audit.f.limit': 'limit', 'audit.f.used': 'used', 'audit.f.max': 'allowed',
+  'audit.f.percent': 'percent', 'audit.f.threshold': 'threshold %', 'audit.f.day': 'day',
 } as const;
 
 export type MessageKey = keyof typeof en;
@@ -212,7 +218,6 @@ const zh: Record<MessageKey, string> = {
   'audit.v.daily_token_limit': '每日 Tokens 上限', 'audit.v.midnight': '新的一天', 'audit.v.reset': '重置用量', 'audit.v.limit_raised': '提高上限',
   'audit.v.expired': '已到期', 'audit.v.cli': '命令行', 'audit.v.bearer': 'API（Bearer）', 'audit.v.sign_in': '登录表单', 'audit.v.admin_sign_in': '管理员登录',
   'audit.v.usage': 'GET /usage', 'audit.v.claim': '领取密钥', 'audit.v.true': '是', 'audit.v.false': '否', 'audit.v.requests': '请求数', 'audit.v.tokens': 'Tokens',
-  'audit.f.used': '今日已用',
   'admin.revoke.pick': '选择', 'admin.revoke.pickOne': '选择密钥 {id}', 'admin.revoke.selected': '吊销选中的密钥…',
   'admin.revoke.title': '吊销 {n} 个密钥？', 'admin.revoke.confirm': '确认吊销这 {n} 个密钥', 'admin.revoke.done': '已吊销 {n} 个密钥。',
   'send.title': '发给密钥持有人的说明',
@@ -326,6 +331,13 @@ const zh: Record<MessageKey, string> = {
   'log.ok': '成功', 'log.failed': '失败', 'log.unmanaged': '非本门户管理',
   'log.older': '更早 →', 'log.newest': '← 最新',
   'log.link.mine': '查看每一条请求（请求日志）', 'log.link.person': '此用户的请求记录', 'log.link.key': '此密钥的请求记录',
+  // alerts
+  'alerts.warning': '密钥 {id} 今日已用 {percent}%（上限 {limit}）；用满即暂停，{at} 恢复可用。',
+  'alerts.reached': '密钥 {id} 已用完今日额度（{limit}），暂停使用至 {at} 重置。',
+  'alerts.requests': '{n} 次请求', 'alerts.tokens': '{n} tokens',
+  'alerts.admin.one': '今日有 1 个密钥的用量已超过上限的 {p}%', 'alerts.admin.many': '今日有 {n} 个密钥的用量已超过上限的 {p}%',
+  'audit.key.limit_warning': '接近每日上限', 'audit.f.limit': '限额', 'audit.f.used': '已用', 'audit.f.max': '上限',
+  'audit.f.percent': '百分比', 'audit.f.threshold': '提醒阈值（%）', 'audit.f.day': '日期',
 };
 
 const dictionaries: Record<Locale, Record<MessageKey, string>> = { en, 'zh-CN': zh };

@@ -57,6 +57,8 @@ export function renderPage(deps: WebDeps, req: Request, res: Response, view: str
     // A key's status as its holder reads it: a suspension for a limit says so.
     statusText: (k: { status: string; suspension?: { reason: string } | null }) =>
       t(k.status === 'suspended' && k.suspension && k.suspension.reason !== 'admin' ? 'status.limited' : `status.${k.status}` as MessageKey),
+    // Daily-limit notices for this reader (views/partials/alerts.ejs), worked out only where it is included.
+    limitAlerts: () => deps.alerts.forPage(actor, area),
   });
 }
 
