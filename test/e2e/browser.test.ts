@@ -185,4 +185,50 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
     await shot(page, '10-register-phone-zh');
     await page.context().close();
   });
+
+  it('fits every page on a 390-px phone and a 1280-px laptop, in both languages, with data in every table', async () => {
+    // Data: a person with usage, a trial key, a revoked key, a long email and label.
+    const reg = async (email: string, label: string, token?: string) => (await (await fetch(`${t.url}/api/register-key`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify({ email, label }),
+    })).json()) as { key: string; key_id: string };
+    const person = await reg('a.rather.long.email.address.for.layout@intranet.example.com', 'the workstation under the desk in room 4');
+    const second = await reg('a.rather.long.email.address.for.layout@intranet.example.com', 'laptop', person.key);
+    const trial = (await (await fetch(`${t.url}/admin/keys`, { method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${ADMIN}` },
+      body: JSON.stringify({ label: 'visitor', daily_limit: 3 }) })).json()) as { key: string; key_id: string };
+    await waitFor(async () => (await chat(t.fake, second.key)) === 200, 'keys live');
+    for (const k of [person.key, person.key, trial.key]) await chat(t.fake, k);
+    await fetch(`${t.url}/api/revoke-key`, { method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${second.key}` }, body: JSON.stringify({ key: second.key }) });
+    await fetch(`${t.url}/api/sync-usage`, { method: 'POST', headers: { Authorization: `Bearer ${ADMIN}` } });
+
+    const email = encodeURIComponent('a.rather.long.email.address.for.layout@intranet.example.com');
+    const holderPages = ['/my-keys', '/my-keys/requests'];
+    const adminPages = ['/admin/users', `/admin/users/${email}`, '/admin/keys', `/admin/keys/${person.key_id}`, '/admin/usage', '/admin/pool', '/admin/audit', '/admin/log'];
+    const problems: string[] = [];
+    for (const [locale, lang] of [['en-US', 'en'], ['zh-CN', 'zh']] as const) {
+      for (const width of [390, 1280]) {
+        const page = await newPage(locale, { width, height: 900 });
+        const check = async (path: string) => {
+          await page.goto(`${t.url}${path}`);
+          const m = await page.evaluate<{ over: number; cut: string[] }>(`(() => ({
+            over: document.documentElement.scrollWidth - window.innerWidth,
+            cut: [...document.querySelectorAll('.table-wrap:not(.log-table)')].filter((w) => w.scrollWidth > w.clientWidth + 1).map((w) => w.querySelector('th')?.textContent ?? '?'),
+          }))()`);
+          if (m.over > 0) problems.push(`${path} ${lang} ${width}px: the page is ${m.over}px wider than the screen`);
+          if (m.cut.length) problems.push(`${path} ${lang} ${width}px: a table scrolls sideways (${m.cut.join(', ')})`);
+          await shot(page, `fit-${path.replace(/[^a-z0-9]+/gi, '-')}-${lang}-${width}`);
+        };
+        await page.goto(`${t.url}/my-keys`);
+        await page.fill('#secret', person.key);
+        await Promise.all([page.waitForURL(`${t.url}/my-keys`), page.click('form[action="/my-keys/sign-in"] button[type=submit]')]);
+        for (const path of holderPages) await check(path);
+        await page.goto(`${t.url}/admin`);
+        await page.fill('#secret', ADMIN);
+        await Promise.all([page.waitForURL(/\/admin\/users/), page.click('form[action="/admin/sign-in"] button[type=submit]')]);
+        for (const path of adminPages) await check(path);
+        await page.context().close();
+      }
+    }
+    assert.deepEqual(problems, []);
+  });
 });
+

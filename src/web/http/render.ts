@@ -54,12 +54,20 @@ export function renderPage(deps: WebDeps, req: Request, res: Response, view: str
     // An ISO instant as wall-clock time in TIMEZONE ('2026-11-23 00:00 +08:00'; with seconds if asked).
     localTime: (iso: string, seconds = false) => (seconds ? deps.zone.formatSeconds(Date.parse(iso)) : deps.zone.format(Date.parse(iso))),
     timeZone: deps.zone.name,
+    // An email (or any long name) as HTML with a break chance after each @ and dot, so a narrow
+    // column wraps it there rather than anywhere (use with <%- %>).
+    breakable: (text: string) => escapeHtml(text).replace(/([@.])/g, '$1<wbr>'),
     // A key's status as its holder reads it: a suspension for a limit says so.
     statusText: (k: { status: string; suspension?: { reason: string } | null }) =>
       t(k.status === 'suspended' && k.suspension && k.suspension.reason !== 'admin' ? 'status.limited' : `status.${k.status}` as MessageKey),
     // Daily-limit notices for this reader (views/partials/alerts.ejs), worked out only where it is included.
     limitAlerts: () => deps.alerts.forPage(actor, area),
   });
+}
+
+const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&#34;', "'": '&#39;' };
+function escapeHtml(text: string): string {
+  return String(text).replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]!);
 }
 
 /** A form's problem as its page shows it: the status to answer and the message in the reader's language. */
