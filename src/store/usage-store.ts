@@ -74,7 +74,6 @@ export class UsageStore {
       nameRef: db.prepare('SELECT id FROM usage_names WHERE name = ?').pluck(),
       totals: db.prepare(`SELECT k.key_id, k.managed, t.* FROM usage_total t JOIN usage_keys k ON k.id = t.k`),
       day: db.prepare(`SELECT ${sumCols} FROM usage_day WHERE ${inKeys} AND day = ?`),
-      dayByKey: db.prepare(`SELECT k, ${sumCols} FROM usage_day WHERE day = ? GROUP BY k`),
       byDay: db.prepare(`SELECT day, m, ${sumCols} FROM usage_day WHERE ${inKeys} AND day BETWEEN ? AND ? GROUP BY day, m ORDER BY day`),
       byDayModel: db.prepare(`SELECT day, m, ${sumCols} FROM usage_day WHERE ${inKeys} AND day BETWEEN ? AND ? AND m = ? GROUP BY day ORDER BY day`),
       byHour: db.prepare(`SELECT hour, m, ${sumCols} FROM usage_hour WHERE ${inKeys} AND hour BETWEEN ? AND ? GROUP BY hour, m ORDER BY hour`),
@@ -82,6 +81,7 @@ export class UsageStore {
       // Separate statements for "these keys" and "everyone": an `? IS NULL OR …` would scan every row.
       byKeyDay: db.prepare(`SELECT k, day, m, ${COUNT_FIELDS.join(', ')} FROM usage_day WHERE ${inKeys} AND day = ? ORDER BY k, m`),
       allKeysDay: db.prepare(`SELECT k, day, m, ${COUNT_FIELDS.join(', ')} FROM usage_day WHERE day = ? ORDER BY k, m`),
+      modelTotals: db.prepare(`SELECT k, m, ${sumCols} FROM usage_day WHERE ${inKeys} GROUP BY k, m`),
       since: db.prepare(`SELECT sum(1 - failed) AS requests, sum(failed) AS failed, sum(CASE failed WHEN 0 THEN tokens ELSE 0 END) AS tokens
         FROM events WHERE k = ? AND ts >= ? AND ts < ?`),
       models: db.prepare(`SELECT DISTINCT n.name FROM usage_day d JOIN usage_names n ON n.id = d.m WHERE d.${inKeys} ORDER BY n.name`).pluck(),
@@ -247,14 +247,6 @@ export class UsageStore {
     return pick(this.q.day.get(this.refs(keyIds), dayNum(day)) as Counts);
   }
 
-  /** Every key used on a calendar day, with its counts. */
-  dayByKey(day: string): { key_id: string; unmanaged: boolean; counts: Counts }[] {
-    return (this.q.dayByKey.all(dayNum(day)) as ({ k: number } & Counts)[]).map((r) => {
-      const { id, unmanaged } = this.idOf(r.k);
-      return { key_id: id, unmanaged, counts: pick(r) };
-    });
-  }
-
   /** Several keys by day and model, from `from` to `to` (days, both included); one model if given. */
   byDay(keyIds: readonly string[], from: string, to: string, model?: string): { day: string; model: string; counts: Counts }[] {
     const m = model === undefined ? undefined : this.nameRef(model);
@@ -275,10 +267,21 @@ export class UsageStore {
     return rows.map((r) => ({ hour: hourText(r.hour), model: this.name(r.m)!, counts: pick(r) }));
   }
 
-  /** Each (key, model) row of one day, for these keys or every key (null); for exports. */
-  rowsOfDay(day: string, keyIds: readonly string[] | null): { key_id: string; model: string; counts: Counts }[] {
+  /** Each (key, model) row of one day, for these keys or every key (null); for exports and today's usage. */
+  rowsOfDay(day: string, keyIds: readonly string[] | null): { key_id: string; unmanaged: boolean; model: string; counts: Counts }[] {
     const rows = keyIds === null ? this.q.allKeysDay.all(dayNum(day)) : this.q.byKeyDay.all(this.refs(keyIds), dayNum(day));
-    return (rows as ({ k: number; m: number } & Counts)[])
+    return (rows as ({ k: number; m: number } & Counts)[]).map((r) => {
+      const { id, unmanaged } = this.idOf(r.k);
+      return { key_id: id, unmanaged, model: this.name(r.m)!, counts: pick(r) };
+    });
+  }
+
+  /**
+   * Several keys' counts over all time, per key and model, summed from the daily rollups: an index
+   * range (key) per key, so the cost of a page of people reads their rows and no one else's.
+   */
+  modelTotals(keyIds: readonly string[]): { key_id: string; model: string; counts: Counts }[] {
+    return (this.q.modelTotals.all(this.refs(keyIds)) as ({ k: number; m: number } & Counts)[])
       .map((r) => ({ key_id: this.idOf(r.k).id, model: this.name(r.m)!, counts: pick(r) }));
   }
 
