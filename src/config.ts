@@ -92,6 +92,12 @@ const webhookUrl = z.string().trim().superRefine((s, ctx) => {
   if (!['http:', 'https:'].includes(url.protocol)) ctx.addIssue({ code: 'custom', message: 'must be an http:// or https:// URL' });
   else if (url.username || url.password) ctx.addIssue({ code: 'custom', message: 'must not hold user:password@ (put a secret in the path or query instead)' });
 });
+/** A positive decimal such as 7.2 (how many of PRICE_CURRENCY one USD buys). */
+const rate = z.string().trim().regex(/^\d{1,9}(\.\d{1,9})?$/, 'must be a number such as 7.2')
+  .transform(Number)
+  .refine((n) => n > 0 && n <= 1_000_000, 'must be above 0 and at most 1000000');
+
+const currency = z.string().trim().regex(/^[A-Za-z]{3}$/, 'must be a three-letter currency code such as USD or CNY').transform((s) => s.toUpperCase());
 
 const keyPrefix = z.string().trim().regex(/^[A-Za-z0-9_-]{1,32}$/, 'must be 1-32 letters, digits, _ or -');
 
@@ -139,18 +145,22 @@ const schema = z.object({
   ALERT_THRESHOLD_PERCENT: int(0, 99).default(80),
   ALERT_WEBHOOK_URL: webhookUrl.optional(),
   PORTAL_PUBLIC_URL: httpUrl.optional(),
+  PRICE_CURRENCY: currency.default('USD'),
+  PRICE_CURRENCY_RATE: rate.optional(),
 });
 
 type Raw = z.output<typeof schema>;
 export type ConfigVar = keyof Raw;
 export const CONFIG_VARS = Object.keys(schema.shape) as ConfigVar[];
 
-export interface Config extends Omit<Raw, 'CLIPROXY_PUBLIC_URL' | 'DATA_DIR' | 'LOG_FILE' | 'REGISTRATION' | 'LOGIN_RATE_LIMIT'> {
+export interface Config extends Omit<Raw, 'CLIPROXY_PUBLIC_URL' | 'DATA_DIR' | 'LOG_FILE' | 'REGISTRATION' | 'LOGIN_RATE_LIMIT' | 'PRICE_CURRENCY_RATE'> {
   DATA_DIR: string;          // absolute
   LOG_FILE: string;          // absolute, or '' for no file
   CLIPROXY_PUBLIC_URL: string;
   /** Who may get a key by themselves; `domains` when only ALLOWED_EMAIL_DOMAINS is set. */
   REGISTRATION: 'open' | 'domains' | 'approval';
+  /** PRICE_CURRENCY per USD (1 for USD). */
+  PRICE_CURRENCY_RATE: number;
 }
 
 export interface ConfigSources {
@@ -186,6 +196,10 @@ export function loadConfig(sources: ConfigSources = {}): Config {
   if (registration === 'domains' && !raw.ALLOWED_EMAIL_DOMAINS.length) {
     throw new ConfigError('Invalid configuration: REGISTRATION=domains needs ALLOWED_EMAIL_DOMAINS (e.g. corp.example)');
   }
+  // Prices are in USD: costs in another currency would be USD figures under its name without a rate.
+  if (raw.PRICE_CURRENCY !== 'USD' && raw.PRICE_CURRENCY_RATE === undefined) {
+    throw new ConfigError(`Invalid configuration: PRICE_CURRENCY=${raw.PRICE_CURRENCY} needs PRICE_CURRENCY_RATE, how many ${raw.PRICE_CURRENCY} one USD buys (e.g. 7.2)`);
+  }
   const dataDir = path.resolve(cwd, raw.DATA_DIR);
   return {
     ...raw,
@@ -196,6 +210,7 @@ export function loadConfig(sources: ConfigSources = {}): Config {
     // A relative log file lives with the data, so a default start never writes into the checkout.
     LOG_FILE: raw.LOG_FILE === '' || raw.LOG_FILE === '-' ? '' : path.resolve(dataDir, raw.LOG_FILE),
     CLIPROXY_PUBLIC_URL: raw.CLIPROXY_PUBLIC_URL ?? raw.CLIPROXY_URL,
+    PRICE_CURRENCY_RATE: raw.PRICE_CURRENCY_RATE ?? 1,
   };
 }
 

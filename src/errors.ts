@@ -82,6 +82,9 @@ export const REASONS = {
   invalid: { en: 'is not valid', zh: '无效' },
   too_many: { en: 'may have at most {max} entries', zh: '最多 {max} 项' },
   model: { en: 'must be model names (or prefixes ending in *) separated by commas', zh: '必须是用逗号分隔的模型名（或以 * 结尾的前缀）' },
+  price_pattern: { en: 'must be a model name, or a prefix ending in * (printable characters, * only at the end)', zh: '必须是模型名，或以 * 结尾的前缀（可打印字符，* 只能在末尾）' },
+  duplicate: { en: 'lists {pattern} more than once', zh: '中 {pattern} 出现了不止一次' },
+  not_listed: { en: 'is not in the price table', zh: '不在价格表中' },
 } as const satisfies Record<string, { en: string; zh: string }>;
 
 export type Reason = keyof typeof REASONS;
@@ -93,6 +96,7 @@ export const FIELD_NAMES_ZH: Record<string, string> = {
   days: '天数', from: '开始日期', to: '结束日期', model: '模型', granularity: '粒度', failed: '失败',
   limit: '条数', before: '分页位置', action: '操作', token: '令牌', body: '请求内容',
   rpm_limit: '每分钟请求上限', max_concurrency: '并发上限', allowed_models: '可用模型',
+  prices: '价格表', pattern: '模型或前缀', input: '输入价格', output: '输出价格', cached: '缓存输入价格', reset: '恢复默认',
 };
 
 export type ErrorVars = Record<string, string | number>;

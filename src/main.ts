@@ -29,6 +29,8 @@ import { writeBackup } from './store/backup.js';
 import { HealthService } from './health.js';
 import { RegistrationService } from './keys/registration.js';
 import { RequestsStore } from './store/requests-store.js';
+import { PricesStore } from './store/prices-store.js';
+import { PriceService } from './costs/service.js';
 import { SessionStore } from './store/sessions-store.js';
 import type { ManagementClient as Client } from './cliproxy/management.js';
 import type { UsageStore as Usage } from './store/usage-store.js';
@@ -151,7 +153,8 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
         return usageStore.prune(now - config.USAGE_EVENTS_RETENTION_DAYS * 86_400_000, zone.hour(now - config.HOURLY_RETENTION_DAYS * 86_400_000));
       },
     });
-    const stats = new StatsService({ store, usage: usageStore, zone, clock, ttlMs: config.STATS_TTL_MS });
+    const prices = new PriceService({ store: await PricesStore.open(config.DATA_DIR), audit, clock, currency: config.PRICE_CURRENCY, rate: config.PRICE_CURRENCY_RATE });
+    const stats = new StatsService({ store, usage: usageStore, zone, clock, ttlMs: config.STATS_TTL_MS, prices });
     const quota = new QuotaService({ store, usage: usageStore, zone, keys, reconciler, audit, events, log, clock });
     // Services tell each other through events: a key change drops the cached leaderboard (an admin
     // expects to see it at once); counted usage is checked against the limits of its keys.
@@ -198,7 +201,7 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
       log.info({ module: 'gateway', port: gatewayPort }, `gateway listening on ${config.HOST}:${gatewayPort}, forwarding to ${config.CLIPROXY_URL}`);
     }
     const deps: AppDeps = {
-      config, keys, registration, quota, stats, usage, audit, health, guard, sessionStore, log, clock, zone, adminToken, sessionSecret, gatewayPort, metrics, alerts,
+      config, keys, registration, quota, stats, prices, usage, audit, health, guard, sessionStore, log, clock, zone, adminToken, sessionSecret, gatewayPort, metrics, alerts,
       backup: async (out) => {
         await audit.flushed();
         return writeBackup({

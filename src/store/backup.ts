@@ -12,7 +12,7 @@ import { writeFileAtomic } from './atomic-file.js';
 export const BACKUP_FORMAT = 'key-portal-backup-1';
 
 /** Data files a backup carries besides usage.db; sessions are left out (a restore signs everyone out). */
-export const BACKED_UP = ['key_pool.json', 'user_keys.json', 'audit.jsonl', 'registration_requests.json', '.admin-token', '.session-secret', '.sentinel'];
+export const BACKED_UP = ['key_pool.json', 'user_keys.json', 'audit.jsonl', 'registration_requests.json', 'prices.json', '.admin-token', '.session-secret', '.sentinel'];
 
 export interface BackupSource {
   /** usage.db copied into `dest` (online backup). */

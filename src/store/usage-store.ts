@@ -82,6 +82,7 @@ export class UsageStore {
       // Separate statements for "these keys" and "everyone": an `? IS NULL OR …` would scan every row.
       byKeyDay: db.prepare(`SELECT k, day, m, ${COUNT_FIELDS.join(', ')} FROM usage_day WHERE ${inKeys} AND day = ? ORDER BY k, m`),
       allKeysDay: db.prepare(`SELECT k, day, m, ${COUNT_FIELDS.join(', ')} FROM usage_day WHERE day = ? ORDER BY k, m`),
+      modelTotals: db.prepare(`SELECT k, m, ${sumCols} FROM usage_day WHERE ${inKeys} GROUP BY k, m`),
       since: db.prepare(`SELECT sum(1 - failed) AS requests, sum(failed) AS failed, sum(CASE failed WHEN 0 THEN tokens ELSE 0 END) AS tokens
         FROM events WHERE k = ? AND ts >= ? AND ts < ?`),
       models: db.prepare(`SELECT DISTINCT n.name FROM usage_day d JOIN usage_names n ON n.id = d.m WHERE d.${inKeys} ORDER BY n.name`).pluck(),
@@ -275,10 +276,21 @@ export class UsageStore {
     return rows.map((r) => ({ hour: hourText(r.hour), model: this.name(r.m)!, counts: pick(r) }));
   }
 
-  /** Each (key, model) row of one day, for these keys or every key (null); for exports. */
-  rowsOfDay(day: string, keyIds: readonly string[] | null): { key_id: string; model: string; counts: Counts }[] {
+  /** Each (key, model) row of one day, for these keys or every key (null); for exports and today's usage. */
+  rowsOfDay(day: string, keyIds: readonly string[] | null): { key_id: string; unmanaged: boolean; model: string; counts: Counts }[] {
     const rows = keyIds === null ? this.q.allKeysDay.all(dayNum(day)) : this.q.byKeyDay.all(this.refs(keyIds), dayNum(day));
-    return (rows as ({ k: number; m: number } & Counts)[])
+    return (rows as ({ k: number; m: number } & Counts)[]).map((r) => {
+      const { id, unmanaged } = this.idOf(r.k);
+      return { key_id: id, unmanaged, model: this.name(r.m)!, counts: pick(r) };
+    });
+  }
+
+  /**
+   * Several keys' counts over all time, per key and model, summed from the daily rollups: an index
+   * range (key) per key, so the cost of a page of people reads their rows and no one else's.
+   */
+  modelTotals(keyIds: readonly string[]): { key_id: string; model: string; counts: Counts }[] {
+    return (this.q.modelTotals.all(this.refs(keyIds)) as ({ k: number; m: number } & Counts)[])
       .map((r) => ({ key_id: this.idOf(r.k).id, model: this.name(r.m)!, counts: pick(r) }));
   }
 

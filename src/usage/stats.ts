@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Clock } from '../clock.js';
+import { PeopleCosts } from '../costs/people.js';
+import type { CostSummary, PriceService } from '../costs/service.js';
 import { keyIdOf, maskKey } from '../keys/format.js';
 import { usedToday } from '../keys/quota.js';
 import type { KeysStore, Suspension } from '../store/keys-store.js';
@@ -53,10 +55,14 @@ export interface Range { from: string; to: string; model?: string; hourly?: bool
 
 type DayPoint = { day: string } & Counts;
 type HourPoint = { hour: string } & Counts;
-type ModelPoint = { model: string } & Counts;
-export interface Series { by_day: DayPoint[]; by_hour: HourPoint[]; by_model: ModelPoint[]; range_totals: Counts }
+/** `cost`: what the model's tokens would cost at the price table's prices (≈, in PRICE_CURRENCY); null: no price. */
+type ModelPoint = { model: string; cost: number | null } & Counts;
+/** What usage would cost, estimated: the currency, the sum over priced models, the models without a price. */
+export type CostEstimate = { currency: string } & CostSummary;
+export interface Series { by_day: DayPoint[]; by_hour: HourPoint[]; by_model: ModelPoint[]; range_totals: Counts; cost: CostEstimate }
 
 const add = (into: Counts, c: Counts) => { for (const f of COUNT_FIELDS) into[f] += c[f]; };
+
 
 /** One person on the leaderboard: the live totals of every key they ever held, and their last use as text. */
 interface Owner { email: string; name: string; keyCount: number; totals: Readonly<KeyTotals>[]; lastMs: number; lastIso: string | null }
@@ -66,7 +72,11 @@ export class StatsService {
   private cache: { at: number; basis: string; value: Leaderboard; json: { body: Buffer; etag: string } | null } | null = null;
   private owners: { version: string; liveKeys: number; users: Owner[]; trial: { key_id: string; label: string; status: string; totals: Readonly<KeyTotals> }[] } | null = null;
 
-  constructor(private readonly d: { store: KeysStore; usage: UsageStore; zone: Zone; clock: Clock; ttlMs: number }) {}
+  private readonly costs: PeopleCosts;
+
+  constructor(private readonly d: { store: KeysStore; usage: UsageStore; zone: Zone; clock: Clock; ttlMs: number; prices: PriceService }) {
+    this.costs = new PeopleCosts({ usage: d.usage, prices: d.prices, keyIdsOf: (email) => this.keyIdsOf(email) });
+  }
 
   /** Drops the cached leaderboard (after a change an admin expects to see at once). */
   invalidate(): void { this.cache = null; }
@@ -121,28 +131,40 @@ export class StatsService {
     return { keys: matching.slice(o.offset, o.offset + o.limit).map((k) => this.keyView(k)), total: matching.length };
   }
 
-  /** GET /admin/usage: every key used today (tokens descending) and the day's totals. */
+  /** GET /admin/usage: every key used today (tokens descending), the day's totals, and what it would cost (≈). */
   todayUsage() {
-    const { store, usage, zone, clock } = this.d;
+    const { store, usage, zone, clock, prices } = this.d;
     const now = clock.now();
     const day = zone.day(now);
-    const keys: { key_id: string; email: string | null; label: string; status: string; requests: number; tokens: number; failed: number;
+    const keys: { key_id: string; email: string | null; label: string; status: string; requests: number; tokens: number; failed: number; cost: number | null;
       daily_limit: number; daily_token_limit: number; quota_requests: number; quota_tokens: number }[] = [];
-    const unmanaged: { id: string; requests: number; tokens: number; failed: number }[] = [];
-    const totals = { requests: 0, tokens: 0, failed: 0 };
-    for (const { key_id: id, unmanaged: isUnmanaged, counts: c } of usage.dayByKey(day)) {
+    const unmanaged: { id: string; requests: number; tokens: number; failed: number; cost: number | null }[] = [];
+    const totals = { requests: 0, tokens: 0, failed: 0, cost: null as number | null };
+    // One row per key and model: the cost of each model's tokens, summed per key.
+    const byKey = new Map<string, { unmanaged: boolean; counts: Counts; models: { model: string; counts: Counts }[] }>();
+    for (const { key_id: id, unmanaged: isUnmanaged, model, counts } of usage.rowsOfDay(day, null)) {
+      const k = byKey.get(id) ?? byKey.set(id, { unmanaged: isUnmanaged, counts: zeroCounts(), models: [] }).get(id)!;
+      add(k.counts, counts);
+      k.models.push({ model, counts });
+    }
+    const unpriced = new Set<string>();
+    for (const [id, { unmanaged: isUnmanaged, counts: c, models }] of byKey) {
+      const { total: cost, unpriced: missing } = prices.summarize(models);
+      for (const m of missing) unpriced.add(m);
       totals.requests += c.requests;
       totals.tokens += c.tokens;
       totals.failed += c.failed;
+      if (cost !== null) totals.cost = (totals.cost ?? 0) + cost;
       const key = isUnmanaged ? undefined : store.keyById(id);
       const r = key ? store.getKey(key) : undefined;
-      if (!key || !r) { unmanaged.push({ id, requests: c.requests, tokens: c.tokens, failed: c.failed }); continue; }
+      if (!key || !r) { unmanaged.push({ id, requests: c.requests, tokens: c.tokens, failed: c.failed, cost }); continue; }
       const used = usedToday(usage, zone, now, id, r);
-      keys.push({ key_id: id, email: r.email, label: r.label, status: r.status, requests: c.requests, tokens: c.tokens, failed: c.failed,
+      keys.push({ key_id: id, email: r.email, label: r.label, status: r.status, requests: c.requests, tokens: c.tokens, failed: c.failed, cost,
         daily_limit: r.daily_limit, daily_token_limit: r.daily_token_limit, quota_requests: used.requests, quota_tokens: used.tokens });
     }
     keys.sort((a, b) => b.tokens - a.tokens || b.requests - a.requests);
-    return { day, time_zone: zone.name, reset_at: new Date(zone.nextDayStart(now)).toISOString(), totals, keys, unmanaged };
+    return { day, time_zone: zone.name, reset_at: new Date(zone.nextDayStart(now)).toISOString(), currency: prices.currency, totals, keys, unmanaged,
+      unpriced: [...unpriced].sort() };
   }
 
   /**
@@ -239,7 +261,7 @@ export class StatsService {
     for (const r of usage.byDay(ids, range.from, range.to, range.model)) {
       const d = days.get(r.day);
       if (d) add(d, r.counts);
-      add(models.get(r.model) ?? models.set(r.model, { model: r.model, ...zeroCounts() }).get(r.model)!, r.counts);
+      add(models.get(r.model) ?? models.set(r.model, { model: r.model, cost: null, ...zeroCounts() }).get(r.model)!, r.counts);
       add(range_totals, r.counts);
     }
     const now = clock.now();
@@ -254,9 +276,12 @@ export class StatsService {
         if (h) add(h, r.counts);
       }
     }
+    const { prices } = this.d;
+    for (const m of models.values()) m.cost = prices.cost(m.model, m);
     return {
       by_day: [...days.values()], by_hour: [...hours.values()],
       by_model: [...models.values()].sort((a, b) => b.tokens - a.tokens || b.requests - a.requests), range_totals,
+      cost: { currency: prices.currency, ...prices.summarize([...models.values()].map((m) => ({ model: m.model, counts: m }))) },
     };
   }
 
@@ -298,12 +323,13 @@ export class StatsService {
   }
 
   /**
-   * CSV by day and model: one person's keys, or everyone's. Cells that a spreadsheet would run as a
-   * formula (= + - @) are quoted as text. Read a day at a time.
+   * CSV by day and model: one person's keys, or everyone's, with the estimated cost in the last
+   * column (named after PRICE_CURRENCY; empty for a model without a price). Cells that a spreadsheet
+   * would run as a formula (= + - @) are quoted as text. Read a day at a time.
    */
   async *csv(emails: string[] | null, range: Range): AsyncIterableIterator<string> {
-    const { store, usage, zone } = this.d;
-    yield 'date,email,key_id,model,requests,failed,tokens,input_tokens,output_tokens,reasoning_tokens,cached_tokens\n';
+    const { store, usage, zone, prices } = this.d;
+    yield `date,email,key_id,model,requests,failed,tokens,input_tokens,output_tokens,reasoning_tokens,cached_tokens,cost_${prices.currency.toLowerCase()}\n`;
     const wanted = emails ? new Set(emails) : null;
     // Everyone's export has the trial keys too (no email); a person's has only their keys.
     const owner = new Map<string, string>();
@@ -317,12 +343,20 @@ export class StatsService {
       for (const { key_id, model, counts: c } of usage.rowsOfDay(day, ids)) {
         const email = owner.get(key_id);
         if (email === undefined || (range.model && model !== range.model)) continue;
-        lines.push([day, email, key_id, model, c.requests, c.failed, c.tokens, c.input, c.output, c.reasoning, c.cached].map(csvCell).join(',') + '\n');
+        const cost = prices.cost(model, c);
+        lines.push([day, email, key_id, model, c.requests, c.failed, c.tokens, c.input, c.output, c.reasoning, c.cached, cost === null ? '' : String(Number(cost.toFixed(6)))]
+          .map(csvCell).join(',') + '\n');
       }
       for (let i = 0; i < lines.length; i += 1000) yield lines.slice(i, i + 1000).join('');
       await new Promise((r) => setImmediate(r)); // a long export never holds up other requests for long
     }
   }
+
+  /** What each of these people's usage would cost over all time (≈): the leaderboard's page of people. */
+  peopleCosts(emails: readonly string[]): Map<string, CostSummary> { return this.costs.of(emails); }
+
+  /** Every model name seen in usage. */
+  modelsSeen(): string[] { return this.d.usage.models(null); }
 
   /** The leaderboard: everyone by tokens, with their share; cached for STATS_TTL_MS. */
   allUsers(): Leaderboard {

@@ -189,6 +189,18 @@ const MATRIX: Record<string, Row | Row[]> = {
   },
   'GET /register/claim': { via: 'page', request: async () => ({ path: '/register/claim' }), expect: all(200) },
   'POST /register/claim': { via: 'page', request: async () => ({ path: '/register/claim', body: { claim: 'not-a-claim-code' } }), expect: all(404) },
+  'GET /admin/prices': [
+    { via: 'api', request: async () => ({ path: '/admin/prices' }), expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 200 } },
+    { via: 'page', request: async () => ({ path: '/admin/prices' }), expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 200 } },
+  ],
+  'PUT /admin/prices': {
+    via: 'api', request: async () => ({ path: '/admin/prices', body: { reset: true } }),
+    expect: { none: 401, wrong: 401, other: 403, revoked: 401, own: 403, admin: 200 },
+  },
+  'POST /admin/prices': {
+    via: 'page', request: async () => ({ path: '/admin/prices', body: { action: 'set', pattern: 'matrix-model', input: '1', output: '2' } }),
+    expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 303 },
+  },
   'GET /admin/pool': {
     via: 'page', request: async () => ({ path: '/admin/pool' }),
     expect: { none: 303, wrong: 303, other: 403, revoked: 303, own: 403, admin: 200 },

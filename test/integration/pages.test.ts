@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Browser } from '../support/browser-client.js';
-import { ADMIN, call, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+import { ADMIN, call, pageText, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
 
 /** A chat completion through the fake with chosen token counts. */
 async function use(t: TestPortal, key: string, input = 100, output = 20): Promise<number> {
@@ -15,7 +15,7 @@ async function use(t: TestPortal, key: string, input = 100, output = 20): Promis
 }
 
 const sync = (t: TestPortal) => call(t.url, 'POST', '/api/sync-usage', { token: ADMIN });
-const text = (html: string) => html.replace(/<script[\s\S]*?<\/script>/g, '').replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ');
+const text = pageText;
 
 async function adminBrowser(t: TestPortal, lang: 'en' | 'zh-CN'): Promise<Browser> {
   const b = new Browser(t.url, { 'Accept-Language': lang === 'en' ? 'en-US' : 'zh-CN,zh;q=0.9' });

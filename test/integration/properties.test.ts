@@ -66,7 +66,7 @@ const FIELD_VALUES = (k: Known): Record<string, fc.Arbitrary<unknown>> => ({
   expires_at: fc.oneof(fc.date({ min: new Date('2020-01-01'), max: new Date('2040-01-01'), noInvalidDate: true }).map((d) => d.toISOString()), anyString),
   same_person: fc.oneof(fc.boolean(), anyString),
   status: fc.oneof(fc.constantFrom('active', 'suspended', 'revoked', 'pending'), anyString),
-  action: fc.oneof(fc.constantFrom('update', 'suspend', 'resume', 'reset', 'revoke'), anyString),
+  action: fc.oneof(fc.constantFrom('update', 'suspend', 'resume', 'reset', 'revoke', 'set', 'remove'), anyString),
   token: fc.oneof(fc.constant(ADMIN), anyString),
   claim: fc.oneof(fc.constantFrom(...k.claims, 'not-a-claim'), anyString),
   // queries
@@ -82,6 +82,17 @@ const FIELD_VALUES = (k: Known): Record<string, fc.Arbitrary<unknown>> => ({
   q: anyString,
   back: fc.oneof(fc.constantFrom('/', '//evil.example', 'https://evil.example', '/\\evil', '/my-keys'), anyString),
   done: anyString, minted: anyString, revoked: anyString, confirm: anyString, probe: anyString,
+  // the price table
+  prices: fc.oneof(fc.array(fc.record({ pattern: fc.oneof(fc.constantFrom('gpt-5*', 'fake-model-1', 'a*b', '*', ''), anyString),
+    input: fc.oneof(fc.double({ min: -1, max: 200_000, noNaN: true }), scalar), output: fc.oneof(fc.integer({ min: -1, max: 50 }), scalar),
+    cached: fc.oneof(fc.constant(null), fc.double({ min: 0, max: 10, noNaN: true }), scalar) }, { requiredKeys: ['pattern'] }), { maxLength: 4 }), jsonValue),
+  reset: fc.oneof(fc.boolean(), scalar),
+  pattern: fc.oneof(fc.constantFrom('gpt-5*', 'claude-sonnet-4*', 'fake-model-1', 'gpt-*-x', 'no-such-row'), anyString),
+  input: fc.oneof(fc.constantFrom('1.25', '0', '100000', '100001', '-1', '1e3', ''), anyString),
+  output: fc.oneof(fc.constantFrom('10', '0.5', '', 'x'), anyString),
+  cached: fc.oneof(fc.constantFrom('', '0.125', '-0'), anyString),
+  replaces: fc.oneof(fc.constantFrom('gpt-5*', 'o3*', ''), anyString),
+  edit: fc.oneof(fc.constantFrom('gpt-5*', 'nothing'), anyString),
 });
 
 /** A path segment; a lone surrogate (which encodeURIComponent refuses) is sent as the bytes of invalid UTF-8. */
@@ -105,6 +116,7 @@ function routes(k: Known): fc.Arbitrary<Route> {
     fixed('POST', '/api/sync-usage', 'json'),
     fixed('POST', '/api/claim-key', 'json', 'claim'),
     fixed('POST', '/admin/pool', 'json', 'count', 'preload'),
+    fixed('PUT', '/admin/prices', 'json', 'prices', 'reset'),
     fixed('POST', '/admin/keys', 'json', 'label', 'daily_limit', 'daily_token_limit', 'expires_at', 'email', 'name', 'same_person'),
     fixed('POST', '/admin/reset-usage', 'json', 'key_id', 'key'),
     withParams([id(k)], (i) => ({ method: 'PATCH', path: `/admin/keys/${i}`, kind: 'json' }), 'label', 'daily_limit', 'daily_token_limit', 'expires_at', 'status'),
@@ -124,6 +136,7 @@ function routes(k: Known): fc.Arbitrary<Route> {
     fixed('POST', '/admin/reset-usage', 'form', 'key_id'),
     withParams([requestId(k), decision], (i, d) => ({ method: 'POST', path: `/admin/requests/${i}/${d}`, kind: 'form' })),
     fixed('POST', '/admin/pool', 'form', 'count'),
+    fixed('POST', '/admin/prices', 'form', 'action', 'pattern', 'input', 'output', 'cached', 'replaces', 'confirm'),
     // reads with query parameters
     fixed('GET', '/api/requests', 'get', 'email', 'key_id', 'model', 'failed', 'from', 'to', 'before', 'limit'),
     fixed('GET', '/api/usage.csv', 'get', 'email', 'from', 'to', 'days'),
@@ -133,6 +146,7 @@ function routes(k: Known): fc.Arbitrary<Route> {
     fixed('GET', '/admin/users', 'get', 'q', 'page'),
     fixed('GET', '/admin/requests', 'get', 'done'),
     fixed('GET', '/admin/pool', 'get', 'minted'),
+    fixed('GET', '/admin/prices', 'get', 'edit', 'pattern', 'done'),
     fixed('GET', '/my-keys', 'get', 'revoked'),
     fixed('GET', '/my-keys/requests', 'get', 'key_id', 'email', 'model', 'failed', 'from', 'to', 'before', 'limit'),
     fixed('GET', '/admin/log', 'get', 'key_id', 'email', 'model', 'failed', 'from', 'to', 'before', 'limit'),
@@ -248,6 +262,7 @@ function fingerprint(t: TestPortal): string {
   return JSON.stringify({
     keys: Object.fromEntries(store.entries()), users: Object.fromEntries(store.userEntries()), pool: store.poolStatus(),
     unused: [...store.unusedKeys()], requests: requests.list(), sessions: sessionStore.count(), cliproxy: [...t.fake.live].sort(),
+    prices: t.portal.prices.table(),
   });
 }
 

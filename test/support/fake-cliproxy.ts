@@ -484,9 +484,10 @@ export class FakeCliproxy {
     }
     let parsed: { model?: string; stream?: boolean } = {};
     try { parsed = JSON.parse(body) as typeof parsed; } catch { /* not JSON */ }
-    // Tests steer the upstream with headers: its token counts, a failure, a slow stream.
+    // Tests steer the upstream with headers: its token counts (cached ones among the input), a failure, a slow stream.
     const input = Number(req.headers['x-fake-input-tokens'] ?? 42);
     const output = Number(req.headers['x-fake-output-tokens'] ?? 17);
+    const cached = Number(req.headers['x-fake-cached-tokens'] ?? 0);
     const fail = req.headers['x-fake-fail'] === '1';
     const gapMs = Number(req.headers['x-fake-chunk-gap-ms'] ?? 0);
     const chunks = Number(req.headers['x-fake-chunks'] ?? 3);
@@ -495,7 +496,7 @@ export class FakeCliproxy {
     if (!api || req.method !== 'POST') return json(res, 404, { error: 'not found' });
     const model = gemini ? decodeURIComponent(gemini[1]!) : parsed.model ?? 'fake-chat';
     const stream = gemini ? gemini[2] === 'streamGenerateContent' : parsed.stream === true;
-    this.recordUsage({ apiKey: auth.key, alias: model, input, output, failed: fail });
+    this.recordUsage({ apiKey: auth.key, alias: model, input, output, cached, failed: fail });
     if (fail) return json(res, 500, { error: { message: 'upstream failed', type: 'server_error' } });
     this.served.set(auth.key, (this.served.get(auth.key) ?? 0) + 1);
     const created = Math.floor(this.now() / 1000);

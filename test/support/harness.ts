@@ -97,6 +97,10 @@ export async function call<T = any>(base: string, method: string, p: string,
 
 export const ADMIN = 'test-admin-token-0123456789';
 
+/** A page's text as a reader sees it: tags gone (a <wbr> break chance joins its neighbours), spaces collapsed. */
+export const pageText = (html: string): string =>
+  html.replace(/<script[\s\S]*?<\/script>/g, '').replace(/<wbr>/g, '').replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ');
+
 /** Polls until `check` returns true (bounded), for effects that land after a reload delay. */
 export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
   const until = Date.now() + timeoutMs;

@@ -15,6 +15,7 @@ import { pageHref, pageNumber } from '../http/paging.js';
 import { problem, renderPage } from '../http/render.js';
 import { formToJson, parseBody, poolBody } from '../http/validate.js';
 import { adminKeysRouter } from './keys.js';
+import { adminPricesRouter } from './prices.js';
 
 const AUDIT_PER_PAGE = 50;
 
@@ -140,6 +141,6 @@ export function adminRouter(deps: WebDeps): Router {
   });
 
   const r = Router();
-  r.use(session, poolApi, poolPages, auditApi, auditPages, backupApi, adminKeysRouter(deps));
+  r.use(session, poolApi, poolPages, auditApi, auditPages, backupApi, adminKeysRouter(deps), adminPricesRouter(deps));
   return r;
 }

@@ -3,6 +3,7 @@ import type { AlertService } from '../../alerts/service.js';
 import type { Audit } from '../../audit.js';
 import type { Clock } from '../../clock.js';
 import type { Config } from '../../config.js';
+import type { PriceService } from '../../costs/service.js';
 import type { FailureGuard } from '../../failure-guard.js';
 import type { Metrics } from '../../metrics.js';
 import type { HealthService } from '../../health.js';
@@ -24,6 +25,8 @@ export interface AppDeps {
   registration: RegistrationService;
   quota: QuotaService;
   stats: StatsService;
+  /** The price table: tokens into estimated money. */
+  prices: PriceService;
   usage: UsageService;
   audit: Audit;
   health: HealthService;

@@ -62,12 +62,27 @@ export function renderPage(deps: WebDeps, req: Request, res: Response, view: str
       t(k.status === 'suspended' && k.suspension && k.suspension.reason !== 'admin' ? 'status.limited' : `status.${k.status}` as MessageKey),
     // Daily-limit notices for this reader (views/partials/alerts.ejs), worked out only where it is included.
     limitAlerts: () => deps.alerts.forPage(actor, area),
+    // An estimated cost in PRICE_CURRENCY ('≈ $1.23'), or '—' for usage without a price.
+    money: (v: number | null) => money(locale, deps.prices.currency, v),
+    currency: deps.prices.currency,
   });
 }
 
 const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&#34;', "'": '&#39;' };
 function escapeHtml(text: string): string {
   return String(text).replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]!);
+}
+
+const moneyFormats = new Map<string, Intl.NumberFormat>();
+
+/** '≈ $1.23', with four decimals below one unit (a few requests cost fractions of a cent); '—' for null. */
+export function money(locale: string, currency: string, v: number | null): string {
+  if (v === null) return '—';
+  const digits = Math.abs(v) < 1 ? 4 : 2;
+  const key = `${locale}|${currency}|${digits}`;
+  let f = moneyFormats.get(key);
+  if (!f) moneyFormats.set(key, f = new Intl.NumberFormat(locale, { style: 'currency', currency, minimumFractionDigits: 2, maximumFractionDigits: digits }));
+  return `≈ ${f.format(v)}`;
 }
 
 /** A form's problem as its page shows it: the status to answer and the message in the reader's language. */

@@ -126,6 +126,37 @@ export const adminKeyPatch = z.object({
   status: z.enum(['active', 'suspended']).optional(),
 });
 
+/** A price-table pattern: a model name, or a prefix ending in `*` (no other `*`). */
+const PRICE_PATTERN = /^[\x21-\x29\x2b-\x7e]{1,199}\*?$/;
+const pricePattern = z.string().transform((raw, ctx) => {
+  const s = raw.trim();
+  return PRICE_PATTERN.test(s) ? s : refuse(ctx, 'price_pattern');
+});
+/** USD per million tokens. */
+const perMillion = z.number().min(0).max(100_000);
+
+/** One row of the price table (the admin's form posts one at a time). */
+export const priceRowBody = z.object({ pattern: pricePattern, input: perMillion, output: perMillion, cached: perMillion.nullable().optional() })
+  .transform((r) => ({ pattern: r.pattern, input: r.input, output: r.output, cached: r.cached ?? null }));
+
+/** PUT /admin/prices: `{prices:[…]}` replaces the whole table, `{reset:true}` goes back to the defaults. */
+export const pricesBody = z.object({ prices: z.array(priceRowBody).max(500).optional(), reset: z.boolean().optional() })
+  .transform((v, ctx) => {
+    const refusePrices = (reason: Reason, vars: ErrorVars = {}) => {
+      ctx.addIssue({ code: 'custom', message: reason, params: { reason, vars }, path: ['prices'] });
+      return z.NEVER;
+    };
+    if (v.reset === true) return { reset: true as const };
+    if (!v.prices) return refusePrices('required');
+    const seen = new Set<string>();
+    for (const r of v.prices) {
+      const k = r.pattern.toLowerCase();
+      if (seen.has(k)) return refusePrices('duplicate', { pattern: r.pattern });
+      seen.add(k);
+    }
+    return { reset: false as const, prices: v.prices };
+  });
+
 /** The catalogued reason for zod's first complaint. */
 function reasonOf(issue: z.core.$ZodIssue): { reason: Reason; vars?: ErrorVars } {
   const i = issue as z.core.$ZodIssue & { input?: unknown; expected?: string; origin?: string; maximum?: number | bigint; minimum?: number | bigint;

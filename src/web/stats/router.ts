@@ -109,8 +109,11 @@ export function statsRouter(deps: WebDeps): Router {
     const ranked = all.users.map((u, i) => ({ u, rank: i + 1 }));
     const matching = q ? ranked.filter(({ u }) => u.email.includes(q) || u.name.toLowerCase().includes(q)) : ranked;
     const { rows, pager } = paginate(matching, req.query.page, USERS_PER_PAGE, '/admin/users', { q });
+    // Costs for the people shown only: all time, from their keys' totals per model.
+    const costs = stats.peopleCosts(rows.map(({ u }) => u.email));
+    const unpriced = [...new Set([...costs.values()].flatMap((c) => c.unpriced))].sort();
     renderPage(deps, req, res, 'admin-users', {
-      title: t(req)('admin.users.title'), area: 'admin', nav: 'users', all, board: { q, rows, pager }, unmanaged: stats.unmanaged(), cliproxyLine, usageLine,
+      title: t(req)('admin.users.title'), area: 'admin', nav: 'users', all, board: { q, rows, pager, costs, unpriced }, unmanaged: stats.unmanaged(), cliproxyLine, usageLine,
     });
   });
 
