@@ -202,7 +202,7 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
 
     const email = encodeURIComponent('a.rather.long.email.address.for.layout@intranet.example.com');
     const holderPages = ['/my-keys', '/my-keys/requests'];
-    const adminPages = ['/admin/users', `/admin/users/${email}`, '/admin/keys', `/admin/keys/${person.key_id}`, '/admin/usage', '/admin/pool', '/admin/audit', '/admin/log'];
+    const adminPages = ['/admin/users', `/admin/users/${email}`, '/admin/keys', `/admin/keys/${person.key_id}`, '/admin/usage', '/admin/pool', '/admin/prices', '/admin/audit', '/admin/log'];
     const problems: string[] = [];
     for (const [locale, lang] of [['en-US', 'en'], ['zh-CN', 'zh']] as const) {
       for (const width of [390, 1280]) {
