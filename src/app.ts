@@ -56,6 +56,10 @@ export function createApp(appDeps: AppDeps): Express {
     },
     // Intranet portals are often plain http: do not pin HTTPS on their hostnames.
     strictTransportSecurity: false,
+    // No address leaves for another site, but this site's own forms keep their Origin: under
+    // no-referrer a browser posts "Origin: null", and on plain http (no Sec-Fetch-Site either) every
+    // form would fail the same-origin check.
+    referrerPolicy: { policy: 'same-origin' },
   }));
   app.use('/static', express.static(path.join(ROOT_DIR, 'views', 'static'), { maxAge: '1h', index: false }));
   app.use((req, res, next) => {

@@ -93,27 +93,38 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
   });
 
   it('copies the key on a plain-HTTP intranet address, where there is no Clipboard API', async () => {
-    const context = await browser.newContext({ locale: 'en-US' });
-    // What a page at http://10.x.x.x:8080 sees: not a secure context, so no navigator.clipboard.
-    await context.addInitScript({ content: `
-      Object.defineProperty(window, 'isSecureContext', { value: false });
-      Object.defineProperty(Navigator.prototype, 'clipboard', { get: () => undefined });
-      const original = document.execCommand.bind(document);
-      document.execCommand = (command, ...rest) => {
-        if (command === 'copy') window.copied = document.activeElement ? document.activeElement.value : '';
-        return original(command, ...rest);
-      };` });
-    const page = await context.newPage();
-    page.setDefaultTimeout(10_000);
-    await page.goto(`${t.url}/register`);
-    await page.fill('#email', 'plain-http@example.com');
-    await page.click('button[type=submit]');
-    const key = (await page.textContent('#new-key'))!.trim();
-    await page.click('button[data-copy="new-key"]');
-    await page.waitForFunction('window.copied !== undefined');
-    assert.equal(await page.evaluate('window.copied'), key, 'the whole key, copied');
-    assert.equal((await page.textContent('button[data-copy="new-key"]'))!.trim(), 'Copied');
-    await context.close();
+    // A real non-localhost HTTP origin: http://portal.intranet.test:<port> resolved to 127.0.0.1 by
+    // the browser itself. It is not a secure context, so the page has no navigator.clipboard.
+    const port = new URL(t.url).port;
+    const intranet = await chromium.launch({ executablePath: CHROMIUM, args: [...FLAGS, '--host-resolver-rules=MAP portal.intranet.test 127.0.0.1'], timeout: 30_000 });
+    try {
+      const context = await intranet.newContext({ locale: 'en-US' });
+      // Only watches what the page copies (the copy itself is the page's own code path).
+      await context.addInitScript({ content: `
+        const original = document.execCommand.bind(document);
+        document.execCommand = (command, ...rest) => {
+          const result = original(command, ...rest);
+          if (command === 'copy') window.copied = document.activeElement ? document.activeElement.value : '';
+          return result;
+        };` });
+      const page = await context.newPage();
+      page.setDefaultTimeout(10_000);
+      await page.goto(`http://portal.intranet.test:${port}/register`);
+      assert.equal(await page.evaluate('window.isSecureContext'), false, 'a plain-HTTP intranet origin');
+      assert.equal(await page.evaluate('typeof navigator.clipboard'), 'undefined', 'no Clipboard API there');
+      await page.fill('#email', 'plain-http@example.com');
+      await page.click('button[type=submit]');
+      // Until the referrer policy kept the Origin of same-site posts, this form failed its CSRF check here.
+      await page.waitForSelector('#new-key').catch(async () => { throw new Error(`no key shown: ${await page.textContent('main')}`); });
+      const key = (await page.textContent('#new-key'))!.trim();
+      await page.click('button[data-copy="new-key"]');
+      await page.waitForFunction('window.copied !== undefined');
+      assert.equal(await page.evaluate('window.copied'), key, 'the whole key, copied');
+      assert.equal((await page.textContent('button[data-copy="new-key"]'))!.trim(), 'Copied');
+      await context.close();
+    } finally {
+      await intranet.close();
+    }
   });
 
   it('admin signs in and sees the person on the leaderboard; a wrong token is refused', async () => {
