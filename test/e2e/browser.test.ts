@@ -9,6 +9,12 @@ import { ADMIN, chat, startTestPortal, waitFor, type TestPortal } from '../suppo
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
   '--disable-component-update', '--disable-sync'];
+/**
+ * The pages are visited as colleagues on an intranet do: by a plain-HTTP hostname (the browser maps
+ * it to 127.0.0.1), which is no secure context — unlike http://127.0.0.1, which browsers trust.
+ */
+const INTRANET_HOST = 'portal.intranet.test';
+const INTRANET = `--host-resolver-rules=MAP ${INTRANET_HOST} 127.0.0.1`;
 const SHOTS = process.env.SCREENSHOT_DIR;
 
 async function shot(page: Page, name: string): Promise<void> {
@@ -20,9 +26,11 @@ async function shot(page: Page, name: string): Promise<void> {
 describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM} (apt-get install chromium)` }, () => {
   let browser: Browser;
   let t: TestPortal;
+  let site: string;
   before(async () => {
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, timeout: 30_000 });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: [...FLAGS, INTRANET], timeout: 30_000 });
     t = await startTestPortal({ env: { POOL_SIZE: '40' } });
+    site = `http://${INTRANET_HOST}:${new URL(t.url).port}`;
   });
   after(async () => {
     await browser?.close();
@@ -38,7 +46,7 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
 
   it('register → key shown once → sign in with it → add a key → revoke one → sign out', async () => {
     const page = await newPage();
-    await page.goto(`${t.url}/`);
+    await page.goto(`${site}/`);
     await shot(page, '01-home');
     await page.click('text=Get a key');
     await page.fill('#email', 'Mei.Lin@example.com');
@@ -59,14 +67,14 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
 
     // Registering signed this browser in: "Go to my keys" needs no second step, and shows no key.
     await page.click('text=Go to my keys');
-    await page.waitForURL(`${t.url}/my-keys`);
+    await page.waitForURL(`${site}/my-keys`);
     assert.ok((await page.textContent('main'))!.includes('mei.lin@example.com'));
     assert.ok(!(await page.content()).includes(key), 'the key is not shown again anywhere');
     // Signed out, the key signs in again.
     await page.click('text=Sign out');
     await page.fill('#secret', key);
     await page.click('button[type=submit]');
-    await page.waitForURL(`${t.url}/my-keys`);
+    await page.waitForURL(`${site}/my-keys`);
     assert.ok((await page.textContent('main'))!.includes('mei.lin@example.com'));
     assert.ok(!(await page.content()).includes(key), 'the signed-in page shows the key masked only');
     assert.ok((await page.content()).includes('林美 &lt;b&gt;bold&lt;/b&gt;'), 'the name is escaped');
@@ -93,12 +101,9 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
   });
 
   it('copies the key on a plain-HTTP intranet address, where there is no Clipboard API', async () => {
-    // A real non-localhost HTTP origin: http://portal.intranet.test:<port> resolved to 127.0.0.1 by
-    // the browser itself. It is not a secure context, so the page has no navigator.clipboard.
-    const port = new URL(t.url).port;
-    const intranet = await chromium.launch({ executablePath: CHROMIUM, args: [...FLAGS, '--host-resolver-rules=MAP portal.intranet.test 127.0.0.1'], timeout: 30_000 });
-    try {
-      const context = await intranet.newContext({ locale: 'en-US' });
+    // Every page here is on a plain-HTTP intranet origin (see INTRANET): no navigator.clipboard.
+    {
+      const context = await browser.newContext({ locale: 'en-US' });
       // Only watches what the page copies (the copy itself is the page's own code path).
       await context.addInitScript({ content: `
         const original = document.execCommand.bind(document);
@@ -109,7 +114,7 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
         };` });
       const page = await context.newPage();
       page.setDefaultTimeout(10_000);
-      await page.goto(`http://portal.intranet.test:${port}/register`);
+      await page.goto(`${site}/register`);
       assert.equal(await page.evaluate('window.isSecureContext'), false, 'a plain-HTTP intranet origin');
       assert.equal(await page.evaluate('typeof navigator.clipboard'), 'undefined', 'no Clipboard API there');
       await page.fill('#email', 'plain-http@example.com');
@@ -122,33 +127,31 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
       assert.equal(await page.evaluate('window.copied'), key, 'the whole key, copied');
       assert.equal((await page.textContent('button[data-copy="new-key"]'))!.trim(), 'Copied');
       await context.close();
-    } finally {
-      await intranet.close();
     }
   });
 
   it('admin signs in and sees the person on the leaderboard; a wrong token is refused', async () => {
     const page = await newPage();
-    await page.goto(`${t.url}/admin/users`);
+    await page.goto(`${site}/admin/users`);
     await page.waitForSelector('#secret'); // sent to sign in
     await page.fill('#secret', 'not-the-admin-token-at-all');
     await page.click('button[type=submit]');
     assert.ok((await page.textContent('.problem'))!.length > 0);
     await page.fill('#secret', ADMIN);
     await page.click('button[type=submit]');
-    await page.waitForURL(`${t.url}/admin/users`);
+    await page.waitForURL(`${site}/admin/users`);
     assert.ok((await page.textContent('table'))!.includes('mei.lin@example.com'));
     await shot(page, '06-admin-users');
     await page.locator('tbody tr', { hasText: 'mei.lin@example.com' }).locator('a').click();
     assert.ok((await page.textContent('h1'))!.includes('林美'));
     await shot(page, '07-admin-user');
-    await page.goto(`${t.url}/admin/pool`);
+    await page.goto(`${site}/admin/pool`);
     await page.fill('#count', '5');
     await page.click('form[action="/admin/pool"] button');
     await page.waitForURL(/minted=5/);
     await shot(page, '08-admin-pool');
     // A trial key: created with a label and a daily limit, shown once, then changed and revoked.
-    await page.goto(`${t.url}/admin/keys`);
+    await page.goto(`${site}/admin/keys`);
     await page.fill('#label', 'trial for the demo');
     await page.fill('#daily_limit', '20');
     await page.click('form[action="/admin/keys"] button[type="submit"]');
@@ -166,7 +169,7 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
     await page.click('input[value="revoke"] ~ div button.danger');
     await page.waitForURL(/done=revoke/);
     await shot(page, '12-admin-key-revoked');
-    await page.goto(`${t.url}/admin/audit`);
+    await page.goto(`${site}/admin/audit`);
     assert.ok((await page.textContent('tbody'))!.includes('Key revoked'), 'actions in words, not codes');
     assert.ok(!(await page.textContent('tbody'))!.includes('{'), 'details as fields, not JSON');
     await shot(page, '13-admin-audit');
@@ -175,13 +178,13 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
 
   it('switches the language to Chinese and keeps it', async () => {
     const page = await newPage('en-US');
-    await page.goto(`${t.url}/register`);
+    await page.goto(`${site}/register`);
     assert.equal(await page.getAttribute('html', 'lang'), 'en');
     await page.click('a.lang');
-    await page.waitForURL(`${t.url}/register`);
+    await page.waitForURL(`${site}/register`);
     assert.equal(await page.getAttribute('html', 'lang'), 'zh-CN');
     assert.ok((await page.textContent('h1'))!.includes('申请密钥'));
-    await page.goto(`${t.url}/`);
+    await page.goto(`${site}/`);
     assert.ok((await page.textContent('h1'))!.includes('团队'), 'the choice sticks');
     await shot(page, '09-home-zh');
     await page.context().close();
@@ -189,7 +192,7 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
 
   it('uses Chinese for a browser that asks for it, and fits a phone', async () => {
     const page = await newPage('zh-CN', { width: 390, height: 844 });
-    await page.goto(`${t.url}/register`);
+    await page.goto(`${site}/register`);
     assert.equal(await page.getAttribute('html', 'lang'), 'zh-CN');
     const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - window.innerWidth');
     assert.ok(overflow <= 0, `no sideways scrolling on a phone (overflow ${overflow}px)`);
@@ -219,7 +222,7 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
       for (const width of [390, 1280]) {
         const page = await newPage(locale, { width, height: 900 });
         const check = async (path: string) => {
-          await page.goto(`${t.url}${path}`);
+          await page.goto(`${site}${path}`);
           const m = await page.evaluate<{ over: number; cut: string[] }>(`(() => ({
             over: document.documentElement.scrollWidth - window.innerWidth,
             cut: [...document.querySelectorAll('.table-wrap:not(.log-table)')].filter((w) => w.scrollWidth > w.clientWidth + 1).map((w) => w.querySelector('th')?.textContent ?? '?'),
@@ -228,11 +231,11 @@ describe('in the browser', { skip: existsSync(CHROMIUM) ? false : `no Chromium a
           if (m.cut.length) problems.push(`${path} ${lang} ${width}px: a table scrolls sideways (${m.cut.join(', ')})`);
           await shot(page, `fit-${path.replace(/[^a-z0-9]+/gi, '-')}-${lang}-${width}`);
         };
-        await page.goto(`${t.url}/my-keys`);
+        await page.goto(`${site}/my-keys`);
         await page.fill('#secret', person.key);
-        await Promise.all([page.waitForURL(`${t.url}/my-keys`), page.click('form[action="/my-keys/sign-in"] button[type=submit]')]);
+        await Promise.all([page.waitForURL(`${site}/my-keys`), page.click('form[action="/my-keys/sign-in"] button[type=submit]')]);
         for (const path of holderPages) await check(path);
-        await page.goto(`${t.url}/admin`);
+        await page.goto(`${site}/admin`);
         await page.fill('#secret', ADMIN);
         await Promise.all([page.waitForURL(/\/admin\/users/), page.click('form[action="/admin/sign-in"] button[type=submit]')]);
         for (const path of adminPages) await check(path);
