@@ -204,7 +204,7 @@ const zh: Record<MessageKey, string> = {
   'admin.user.keys': '密钥', 'admin.user.newKey': '为此用户创建密钥',
   'admin.key.owner': '查看此用户', 'admin.key.usage': '此密钥的用量',
   'admin.summary.trial': '试用密钥', 'admin.trial.title': '试用密钥（无持有人）',
-  'admin.trial.why': '未填邮箱创建的密钥：共 {requests} 次请求、{tokens} tokens，已计入上方合计和 CSV。',
+  'admin.trial.why': '未填邮箱创建的密钥：共 {requests} 次请求、{tokens} Tokens，已计入上方合计和 CSV。',
   'admin.trial.more': '另有 {n} 个，请在“密钥”页查看。',
   'result.pendingDown': '暂时无法连接 CLIProxyAPI：连接恢复后密钥即自动生效。',
   'setup.claude': 'Claude Code', 'setup.codex': 'Codex CLI', 'setup.gemini': 'Gemini CLI', 'setup.other': '其他工具（兼容 OpenAI 接口）',
