@@ -370,10 +370,12 @@ export class StatsService {
    */
   allUsersJson(): { body: Buffer; etag: string } {
     // Stale while revalidating: once the TTL is up, the last body is still served and the next one
-    // is built right after, off the request's path (an admin's change invalidates at once instead).
+    // is built right after, off the request's path (an admin's change invalidates at once instead) —
+    // but never a body older than two TTLs: after a quiet spell the first reader waits for a fresh one.
     // Nothing is rebuilt while neither the keys nor the usage changed.
     const c = this.renewed();
-    if (c?.json && this.d.clock.now() - c.at >= this.d.ttlMs) {
+    const age = c ? this.d.clock.now() - c.at : 0;
+    if (c?.json && age >= this.d.ttlMs && age < 2 * this.d.ttlMs) {
       if (!this.rebuilding) {
         this.rebuilding = true;
         setImmediate(() => { this.rebuilding = false; if (this.cache === c) this.jsonOf(this.board()); });

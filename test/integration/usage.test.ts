@@ -159,9 +159,15 @@ describe('the leaderboard cache', () => {
       await use(t, key);
       await sync(t);
       await new Promise((r) => setTimeout(r, 150));
-      await board(); // may still be the last one (stale while revalidating)
+      await board(); // may still be the last one (stale while revalidating, within two TTLs)
       await waitFor(async () => (await board()).body.summary.total_requests === 2, 'the new request on the board');
       assert.equal(builds, 2);
+
+      // After a quiet spell (more than two TTLs), the first reader gets the fresh board, not the old one.
+      await use(t, key);
+      await sync(t);
+      await new Promise((r) => setTimeout(r, 250));
+      assert.equal((await board()).body.summary.total_requests, 3, 'never a body older than two TTLs');
     } finally {
       await t.stop();
     }
