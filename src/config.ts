@@ -117,7 +117,9 @@ const schema = z.object({
   USAGE_SOURCE: z.enum(['auto', 'subscribe', 'queue', 'snapshot'],
     { message: 'must be one of auto, subscribe, queue, snapshot' }).default('auto'),
   USAGE_CRON: cronExpr.default('*/5 * * * * *'),
-  RECONCILE_CRON: cronExpr.default('*/30 * * * * *'),
+  // Twice a minute, off the 5-second ticks of the usage pull and the quota sweep (a pass over tens of
+  // thousands of keys is tens of ms; together they held requests up).
+  RECONCILE_CRON: cronExpr.default('12,42 * * * * *'),
   CLIPROXY_WRITE_GAP_MS: int(0, 10_000).default(250),
   STATS_TTL_MS: int(0, 3_600_000).default(5000),
   TIMEZONE: timeZone.default(Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC'),

@@ -15,7 +15,7 @@ describe('config', () => {
     assert.equal(c.KEY_PREFIX, 'usr_pool_');
     assert.equal(c.POOL_SIZE, 500);
     assert.equal(c.PRELOAD_POOL, false);
-    assert.equal(c.RECONCILE_CRON, '*/30 * * * * *');
+    assert.equal(c.RECONCILE_CRON, '12,42 * * * * *');
     assert.equal(c.LOG_FILE, '/srv/portal/data/portal.log');
   });
 
