@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { Browser } from '../support/browser-client.js';
 import { ManualClock } from '../support/clock.js';
 import { FakeCliproxy } from '../support/fake-cliproxy.js';
-import { ADMIN, auditLines, call, startTestPortal, tempDir, waitFor, type TestPortal } from '../support/harness.js';
+import { ADMIN, adminBrowser, auditLines, call, startTestPortal, tempDir, waitFor, type TestPortal } from '../support/harness.js';
 
 const FULL_KEY = /usr_pool_\d{4,}_[0-9a-f]{48}/;
 const DOC_FIELDS = ['day', 'email', 'event', 'key_id', 'label', 'limit', 'max', 'percent', 'portal_url', 'resets_at', 'time_zone', 'used'];
@@ -79,12 +79,7 @@ async function signedIn(t: TestPortal, key: string, lang: string): Promise<Brows
   return b;
 }
 
-async function admin(t: TestPortal, lang = 'en'): Promise<Browser> {
-  const b = new Browser(t.url, { 'Accept-Language': lang });
-  await b.get('/admin');
-  assert.equal((await b.post('/admin/sign-in', { token: ADMIN })).status, 303);
-  return b;
-}
+const admin = (t: TestPortal, lang = 'en') => adminBrowser(t.url, lang);
 
 const create = async (t: TestPortal, body: Record<string, unknown>) => {
   const res = await call(t.url, 'POST', '/admin/keys', { token: ADMIN, body });

@@ -4,22 +4,11 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { Browser } from '../support/browser-client.js';
-import { ADMIN, call, pageText, startTestPortal, tempDir, waitFor, type TestPortal } from '../support/harness.js';
+import { ADMIN, adminBrowser, call, chat, pageText, startTestPortal, tempDir, waitFor, type TestPortal } from '../support/harness.js';
 import { Tmpfs } from '../support/tmpfs.js';
 
 /** One request through the fake CLIProxyAPI: `model`, and its token split (cached tokens are part of the input). */
-async function use(t: TestPortal, key: string, model: string, input: number, output: number, cached = 0): Promise<number> {
-  const res = await fetch(`${t.fake.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: {
-      Authorization: `Bearer ${key}`, 'Content-Type': 'application/json',
-      'x-fake-input-tokens': String(input), 'x-fake-output-tokens': String(output), 'x-fake-cached-tokens': String(cached),
-    },
-    body: JSON.stringify({ model, messages: [] }),
-  });
-  await res.text();
-  return res.status;
-}
+const use = (t: TestPortal, key: string, model: string, input: number, output: number, cached = 0) => chat(t.fake, key, { model, input, output, cached });
 
 const sync = (t: TestPortal) => call(t.url, 'POST', '/api/sync-usage', { token: ADMIN });
 const text = pageText;
@@ -107,9 +96,7 @@ describe('cost estimates', () => {
       assert.deepEqual(stats.cost.unpriced, ['gpt-4o-2024-08-06', 'gpt-4o-mini']);
 
       // The page's forms: change a row, remove one, go back to the defaults; each is audited.
-      const b = new Browser(t.url, { 'Accept-Language': 'en-US' });
-      await b.get('/admin');
-      assert.equal((await b.post('/admin/sign-in', { token: ADMIN })).status, 303);
+      const b = await adminBrowser(t.url);
       await b.get('/admin/prices');
       assert.equal((await b.post('/admin/prices', { action: 'set', replaces: 'fake-model-*', pattern: 'fake-model-1', input: '1.5', output: '2', cached: '' })).status, 303);
       let rows = (await call(t.url, 'GET', '/admin/prices', { token: ADMIN })).body.prices;
@@ -151,9 +138,7 @@ describe('cost estimates', () => {
         assert.match(res.body.error.message, message);
       }
       // The page's form: the same refusals, shown on the page in the reader's language.
-      const b = new Browser(t.url, { 'Accept-Language': 'zh-CN,zh;q=0.9' });
-      await b.get('/admin');
-      assert.equal((await b.post('/admin/sign-in', { token: ADMIN })).status, 303);
+      const b = await adminBrowser(t.url, 'zh-CN,zh;q=0.9');
       await b.get('/admin/prices');
       const form = await b.post('/admin/prices', { action: 'set', pattern: 'gpt-5*', input: 'abc', output: '10' });
       assert.equal(form.status, 400);
@@ -205,9 +190,7 @@ describe('cost estimates', () => {
         assert.match(mine, /fake-model-1 (\S+ ){4}— /, 'a model without a price shows “—”');
         assert.ok(mine.includes(en ? 'No price for fake-model-1' : 'fake-model-1 尚未定价'), 'and is listed');
 
-        const admin = new Browser(t.url, headers);
-        await admin.get('/admin');
-        assert.equal((await admin.post('/admin/sign-in', { token: ADMIN })).status, 303);
+        const admin = await adminBrowser(t.url, headers['Accept-Language']);
         const person = text((await admin.get('/admin/users/cost%40x.cn')).html);
         assert.ok(person.includes(usd('4.57')), 'the person page');
         const keyPage = text((await admin.get(`/admin/keys/${keyId}`)).html);
@@ -224,9 +207,7 @@ describe('cost estimates', () => {
       // More usage: the leaderboard's all-time cost follows it.
       assert.equal(await use(t, key, 'claude-sonnet-4-5', 0, 1_000_000), 200);
       await sync(t);
-      const admin = new Browser(t.url, { 'Accept-Language': 'en-US' });
-      await admin.get('/admin');
-      await admin.post('/admin/sign-in', { token: ADMIN });
+      const admin = await adminBrowser(t.url);
       assert.ok(text((await admin.get('/admin/users')).html).includes('≈ $19.57'), 'new usage reaches the leaderboard’s cost');
     } finally {
       await t.stop();

@@ -1,28 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Browser } from '../support/browser-client.js';
-import { ADMIN, call, pageText, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+import { ADMIN, adminBrowser, call, chat, pageText, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
 
 /** A chat completion through the fake with chosen token counts. */
-async function use(t: TestPortal, key: string, input = 100, output = 20): Promise<number> {
-  const res = await fetch(`${t.fake.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json', 'x-fake-input-tokens': String(input), 'x-fake-output-tokens': String(output) },
-    body: JSON.stringify({ model: 'fake-chat', messages: [] }),
-  });
-  await res.text();
-  return res.status;
-}
+const use = (t: TestPortal, key: string, input = 100, output = 20) => chat(t.fake, key, { input, output });
 
 const sync = (t: TestPortal) => call(t.url, 'POST', '/api/sync-usage', { token: ADMIN });
 const text = pageText;
 
-async function adminBrowser(t: TestPortal, lang: 'en' | 'zh-CN'): Promise<Browser> {
-  const b = new Browser(t.url, { 'Accept-Language': lang === 'en' ? 'en-US' : 'zh-CN,zh;q=0.9' });
-  await b.get('/admin');
-  assert.equal((await b.post('/admin/sign-in', { token: ADMIN })).status, 303);
-  return b;
-}
 
 describe('pages: figures that agree, times in TIMEZONE, words instead of codes', () => {
   it('counts a revoked key and the trial keys in the totals, the leaderboard and the CSV alike', async () => {
@@ -58,7 +44,7 @@ describe('pages: figures that agree, times in TIMEZONE, words instead of codes',
       const own = (await call(t.url, 'GET', '/api/usage.csv?days=7', { token: second.key })).text;
       assert.ok(!own.includes(trial.key_id), 'a holder’s CSV has only their keys');
 
-      const users = text((await (await adminBrowser(t, 'en')).get('/admin/users')).html);
+      const users = text((await (await adminBrowser(t.url, 'en-US')).get('/admin/users')).html);
       assert.match(users, /Trial keys \(no owner\)/);
       assert.match(users, new RegExp(`${trial.key_id} visitor`));
     } finally {
@@ -74,7 +60,7 @@ describe('pages: figures that agree, times in TIMEZONE, words instead of codes',
       await waitFor(async () => (await use(t, made.key)) === 200, 'key live');
       await sync(t);
       for (const lang of ['en', 'zh-CN'] as const) {
-        const b = await adminBrowser(t, lang);
+        const b = await adminBrowser(t.url, lang === 'en' ? 'en-US' : 'zh-CN,zh;q=0.9');
         const audit = text((await b.get('/admin/audit')).html);
         assert.match(audit, /\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+05:45/, 'audit times in Asia/Kathmandu, with the offset');
         assert.ok(!/\bUTC\b/.test(audit), 'not labelled UTC');
@@ -107,7 +93,7 @@ describe('pages: figures that agree, times in TIMEZONE, words instead of codes',
       await t.fake.stop(); // unreachable from now on
       await call(t.url, 'POST', '/api/sync-usage', { token: ADMIN }).catch(() => undefined);
       await waitFor(async () => (await call(t.url, 'GET', '/healthz', { token: ADMIN })).body.status === 'degraded', 'the portal to notice');
-      const b = await adminBrowser(t, 'zh-CN');
+      const b = await adminBrowser(t.url, 'zh-CN,zh;q=0.9');
       const users = text((await b.get('/admin/users')).html);
       assert.match(users, /暂时无法连接 CLIProxyAPI/, 'the banner in Chinese');
       const card = /([^ ]*无法连接 CLIProxyAPI（详情：[^）]+）)/.exec(users);
@@ -176,7 +162,7 @@ describe('bulk trial keys', () => {
       assert.equal(JSON.stringify(log).includes(keys[0]![1]!), false, 'no key in the audit log');
 
       // The page form: a bad count shows the form again with the problem.
-      const b = await adminBrowser(t, 'zh-CN');
+      const b = await adminBrowser(t.url, 'zh-CN,zh;q=0.9');
       await b.get('/admin/keys');
       const bad = await b.post('/admin/keys/bulk', { count: 0, label: 'x' });
       assert.equal(bad.status, 400);
@@ -208,7 +194,7 @@ describe('bulk revoke', () => {
       assert.deepEqual(again.body, { revoked: [made[2]!.id], already: [made[1]!.id] });
 
       // The page: the list's checkboxes, a confirmation that names the keys, then the revocations.
-      const b = await adminBrowser(t, 'en');
+      const b = await adminBrowser(t.url, 'en-US');
       const list = await b.get('/admin/keys');
       assert.ok(!list.html.includes(`name="key_id" value="${made[0]!.id}"`), 'a revoked key has no checkbox');
       const confirm = await b.post('/admin/keys/revoke', { key_id: made[3]!.id, key_id2: 'ignored' });

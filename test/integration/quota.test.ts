@@ -2,25 +2,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Browser } from '../support/browser-client.js';
 import { ManualClock } from '../support/clock.js';
-import { ADMIN, auditLines, auditText, call, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+import { ADMIN, auditLines, auditText, call, chat, startTestPortal, waitFor, type ChatOptions, type TestPortal } from '../support/harness.js';
+
+const use = (t: TestPortal, key: string, o: ChatOptions = {}) => chat(t.fake, key, o);
 
 const FULL_KEY = /usr_pool_\d{4,}_[0-9a-f]{48}/;
-
-/** One chat completion through the fake CLIProxyAPI; `fail` makes the upstream attempt fail. */
-async function use(t: TestPortal, key: string, o: { fail?: boolean; input?: number; output?: number } = {}): Promise<number> {
-  const res = await fetch(`${t.fake.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: {
-      Authorization: `Bearer ${key}`, 'Content-Type': 'application/json',
-      ...(o.fail ? { 'x-fake-fail': '1' } : {}),
-      ...(o.input !== undefined ? { 'x-fake-input-tokens': String(o.input) } : {}),
-      ...(o.output !== undefined ? { 'x-fake-output-tokens': String(o.output) } : {}),
-    },
-    body: '{"model":"fake-chat"}',
-  });
-  await res.text();
-  return res.status;
-}
 
 describe('daily limits, enforced through CLIProxyAPI (clock injected, TIMEZONE Asia/Shanghai)', () => {
   // 23:00 in Shanghai on the 22nd: Shanghai's midnight is 16:00 UTC, eight hours before UTC's.

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Browser } from '../support/browser-client.js';
-import { ADMIN, call, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+import { ADMIN, call, chat, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
 
 const DAY_MS = 86_400_000;
 /** A day on the portal's calendar (the harness runs it in Asia/Shanghai). */
@@ -35,14 +35,8 @@ describe('the request log pages', () => {
   let input = 100;
 
   /** One request through the fake CLIProxyAPI; every one has its own input token count, so every row differs. */
-  const use = async (key: string, o: { model?: string; fail?: boolean } = {}) => {
-    const res = await fetch(`${t.fake.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json', 'x-fake-input-tokens': String(input++), 'x-fake-output-tokens': '7', 'x-fake-fail': o.fail ? '1' : '0' },
-      body: JSON.stringify({ model: o.model ?? 'fake-chat', messages: [] }),
-    });
-    await res.text();
-  };
+  const use = (key: string, o: { model?: string; fail?: boolean } = {}) => chat(t.fake, key, { ...o, input: input++, output: 7 });
+
 
   const holder = async (key: string, lang = 'en') => {
     const b = new Browser(t.url, { 'Accept-Language': lang });

@@ -5,21 +5,9 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { FakeCliproxy } from '../support/fake-cliproxy.js';
-import { ADMIN, call, startTestPortal, tempDir, waitFor, type TestPortal } from '../support/harness.js';
+import { ADMIN, call, chat, startTestPortal, tempDir, waitFor, type ChatOptions, type TestPortal } from '../support/harness.js';
 
-/** A chat completion through the fake with chosen token counts (or a failure). */
-async function use(t: TestPortal, key: string, o: { model?: string; input?: number; output?: number; fail?: boolean } = {}): Promise<number> {
-  const res = await fetch(`${t.fake.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: {
-      Authorization: `Bearer ${key}`, 'Content-Type': 'application/json',
-      'x-fake-input-tokens': String(o.input ?? 42), 'x-fake-output-tokens': String(o.output ?? 17), 'x-fake-fail': o.fail ? '1' : '0',
-    },
-    body: JSON.stringify({ model: o.model ?? 'fake-chat', messages: [] }),
-  });
-  await res.text();
-  return res.status;
-}
+const use = (t: TestPortal, key: string, o: ChatOptions = {}) => chat(t.fake, key, o);
 
 const sync = async (t: TestPortal) => (await call(t.url, 'POST', '/api/sync-usage', { token: ADMIN })).body;
 

@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import type { Clock } from '../../src/clock.js';
 import { loadConfig, type ConfigVar } from '../../src/config.js';
 import { startPortal, type Portal } from '../../src/main.js';
+import { Browser } from './browser-client.js';
 import { FakeCliproxy, type FakeCliproxyOptions } from './fake-cliproxy.js';
 
 export const MANAGEMENT_KEY = 'test-management-key';
@@ -111,11 +112,28 @@ export async function waitFor(check: () => boolean | Promise<boolean>, what: str
   throw new Error(`timed out waiting for ${what}`);
 }
 
+/** A browser signed in as the admin, reading pages in a language ('en-US', 'zh-CN,zh;q=0.9', …). */
+export async function adminBrowser(url: string, acceptLanguage = 'en-US'): Promise<Browser> {
+  const b = new Browser(url, { 'Accept-Language': acceptLanguage });
+  await b.get('/admin');
+  const signIn = await b.post('/admin/sign-in', { token: ADMIN });
+  if (signIn.status !== 303) throw new Error(`admin sign-in answered ${signIn.status}`);
+  return b;
+}
+
+/** What a test asks of the fake upstream for one request: its model, its token split (cached tokens are part of the input), a failure. */
+export interface ChatOptions { model?: string; input?: number; output?: number; cached?: number; fail?: boolean }
+
 /** A chat completion through the (fake) CLIProxyAPI with a client key; returns the status. */
-export async function chat(fake: FakeCliproxy, key: string): Promise<number> {
+export async function chat(fake: FakeCliproxy, key: string, o: ChatOptions = {}): Promise<number> {
+  const steer: Record<string, string> = {};
+  if (o.input !== undefined) steer['x-fake-input-tokens'] = String(o.input);
+  if (o.output !== undefined) steer['x-fake-output-tokens'] = String(o.output);
+  if (o.cached !== undefined) steer['x-fake-cached-tokens'] = String(o.cached);
+  if (o.fail) steer['x-fake-fail'] = '1';
   const res = await fetch(`${fake.url}/v1/chat/completions`, {
-    method: 'POST', headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ model: 'fake-chat', messages: [{ role: 'user', content: 'hi' }] }),
+    method: 'POST', headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json', ...steer },
+    body: JSON.stringify({ model: o.model ?? 'fake-chat', messages: [{ role: 'user', content: 'hi' }] }),
   });
   await res.text();
   return res.status;
