@@ -205,11 +205,19 @@ export class AlertService {
     return out;
   }
 
-  /** Keys (not revoked) whose counted use today is at or past the threshold of a limit. */
+  /** pastThreshold's last answer, and what it was computed from (it cannot differ while that holds). */
+  private past: { basis: string; count: number } | null = null;
+
+  /**
+   * Keys (not revoked) whose counted use today is at or past the threshold of a limit. Read from
+   * the day's rollup (tens of ms with 30k keys used), so kept until the day, the usage or the keys change.
+   */
   pastThreshold(): number {
     if (!this.d.threshold) return 0;
     const { store, usage, zone, clock } = this.d;
     const now = clock.now();
+    const basis = `${zone.day(now)}|${usage.version}|${store.version}`;
+    if (this.past?.basis === basis) return this.past.count;
     let n = 0;
     // Only keys used today can be past it: the day's rollup names them.
     for (const { key_id: id, unmanaged, counts } of usage.dayByKey(zone.day(now))) {
@@ -219,6 +227,7 @@ export class AlertService {
       const used = r.quota_reset ? usedToday(usage, zone, now, id, r) : counts;
       if (limitsOf(r, used).some((l) => l.used * 100 >= l.max * this.d.threshold)) n++;
     }
+    this.past = { basis, count: n };
     return n;
   }
 

@@ -47,12 +47,13 @@ export class PriceService {
     return p ? costUsd(p, t) * this.d.rate : null;
   }
 
-  /** Several models' tokens (rows of the same model may repeat). */
-  summarize(items: Iterable<{ model: string; counts: TokenSplit }>): CostSummary {
+  /** Several models' tokens (rows of the same model may repeat); a `cost` already worked out is taken as it is. */
+  summarize(items: Iterable<{ model: string; counts: TokenSplit; cost?: number | null }>): CostSummary {
     let total: number | null = null;
     const unpriced = new Set<string>();
-    for (const { model, counts } of items) {
-      const c = this.cost(model, counts);
+    for (const item of items) {
+      const { model, counts } = item;
+      const c = item.cost !== undefined ? item.cost : this.cost(model, counts);
       if (c === null) { if (counts.input + counts.output + counts.cached > 0) unpriced.add(model); } else total = (total ?? 0) + c;
     }
     return { total, unpriced: [...unpriced].sort() };

@@ -41,7 +41,7 @@ function defaultOf(field: string): unknown {
 }
 
 /** Suspended for reaching a daily limit (not by an admin's hand): what midnight, resets and raised limits lift. */
-function limitSuspended(r: KeyRecord): boolean {
+export function limitSuspended(r: { status: string; suspension?: { reason: string } | null }): boolean {
   return r.status === 'suspended' && !!r.suspension && QUOTA_REASONS.has(r.suspension.reason);
 }
 

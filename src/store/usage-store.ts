@@ -157,17 +157,14 @@ export class UsageStore {
     return this.request({ op: 'prune', eventsBefore, hoursBefore: hoursBefore === null ? null : hourNum(hoursBefore) });
   }
 
-  /** A consistent copy of usage.db while it is being written (SQLite's online backup). */
-  backup(file: string): Promise<void> { return this.request({ op: 'backup', file }); }
-
   meta(name: string, value?: string): Promise<string | null> { return this.request({ op: 'meta', name, value }); }
 
-  /** Finishes what was sent, checkpoints the WAL and ends the writer thread; reads end too. */
   /** An online backup of usage.db into `dest` (SQLite's backup API: a consistent copy while ingestion goes on). */
   async backupTo(dest: string): Promise<void> {
     await this.db.backup(dest);
   }
 
+  /** Finishes what was sent, checkpoints the WAL and ends the writer thread; reads end too. */
   async close(): Promise<void> {
     if (this.closed) return;
     try {

@@ -9,7 +9,6 @@ import { UsageWriter } from './usage-writer.js';
 export type WorkerRequest =
   | { id: number; op: 'write'; rows: Parameters<UsageWriter['write']>[0] }
   | { id: number; op: 'prune'; eventsBefore: number | null; hoursBefore: number | null }
-  | { id: number; op: 'backup'; file: string }
   | { id: number; op: 'meta'; name: string; value?: string }
   | { id: number; op: 'close' };
 
@@ -31,10 +30,6 @@ async function handle(m: WorkerRequest): Promise<unknown> {
       for (let n = CHUNK; m.eventsBefore !== null && n === CHUNK; await yieldNow()) events += (n = writer.pruneEvents(m.eventsBefore, CHUNK));
       for (let n = CHUNK; m.hoursBefore !== null && n === CHUNK; await yieldNow()) hours += (n = writer.pruneHours(m.hoursBefore, CHUNK));
       return { events, hours };
-    }
-    case 'backup': {
-      await db.backup(m.file);
-      return null;
     }
     case 'meta':
       if (m.value !== undefined) writer.setMeta(m.name, m.value);

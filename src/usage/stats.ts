@@ -281,7 +281,7 @@ export class StatsService {
     return {
       by_day: [...days.values()], by_hour: [...hours.values()],
       by_model: [...models.values()].sort((a, b) => b.tokens - a.tokens || b.requests - a.requests), range_totals,
-      cost: { currency: prices.currency, ...prices.summarize([...models.values()].map((m) => ({ model: m.model, counts: m }))) },
+      cost: { currency: prices.currency, ...prices.summarize([...models.values()].map((m) => ({ model: m.model, counts: m, cost: m.cost }))) },
     };
   }
 

@@ -3,10 +3,9 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { Browser } from '../support/browser-client.js';
 import { ManualClock } from '../support/clock.js';
 import { FakeCliproxy } from '../support/fake-cliproxy.js';
-import { ADMIN, adminBrowser, auditLines, call, startTestPortal, tempDir, waitFor, type TestPortal } from '../support/harness.js';
+import { ADMIN, adminBrowser, auditLines, call, holderBrowser, startTestPortal, syncUsage, tempDir, waitFor, type TestPortal } from '../support/harness.js';
 
 const FULL_KEY = /usr_pool_\d{4,}_[0-9a-f]{48}/;
 const DOC_FIELDS = ['day', 'email', 'event', 'key_id', 'label', 'limit', 'max', 'percent', 'portal_url', 'resets_at', 'time_zone', 'used'];
@@ -54,11 +53,7 @@ function served(t: TestPortal, key: string, n: number, tokens = { input: 3, outp
   for (let i = 0; i < n; i++) t.fake.recordUsage({ apiKey: key, alias: 'fake-chat', ...tokens, failed: false });
 }
 
-const sync = async (t: TestPortal) => {
-  const res = await call(t.url, 'POST', '/api/sync-usage', { token: ADMIN, body: {} });
-  assert.equal(res.status, 200);
-  return res;
-};
+const sync = syncUsage;
 
 /** Lets the alert handlers (audit, then webhook) finish what a sync set off. */
 async function quiet(t: TestPortal, ms = 300): Promise<void> {
@@ -72,12 +67,7 @@ async function metric(t: TestPortal, name: string, labels: string): Promise<numb
   return m ? Number(m[1]) : 0;
 }
 
-async function signedIn(t: TestPortal, key: string, lang: string): Promise<Browser> {
-  const b = new Browser(t.url, { 'Accept-Language': lang });
-  await b.get('/my-keys');
-  assert.equal((await b.post('/my-keys/sign-in', { key })).status, 303);
-  return b;
-}
+const signedIn = (t: TestPortal, key: string, lang: string) => holderBrowser(t.url, key, lang);
 
 const admin = (t: TestPortal, lang = 'en') => adminBrowser(t.url, lang);
 
@@ -275,7 +265,7 @@ describe('a webhook that is slow, down or refusing', () => {
     await sync(t);
     await waitFor(() => hook.arrivals === 1, 'the first attempt, which hangs');
     served(t, key, 2);
-    assert.equal((await sync(t)).body.ingested, 2);
+    assert.equal((await sync(t)).ingested, 2);
     await waitFor(() => t.portal.store.getKey(key)!.status === 'suspended' && !t.fake.live.has(key), 'suspended and out of CLIProxyAPI', 2000);
     assert.ok(Date.now() - t0 < 3000, `ingestion and the suspension did not wait for the webhook (${Date.now() - t0} ms)`);
     await waitFor(() => hook.events(id).includes('limit_reached requests'), 'the limit_reached alert, delivered meanwhile');

@@ -3,14 +3,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { Browser } from '../support/browser-client.js';
-import { ADMIN, adminBrowser, call, chat, pageText, startTestPortal, tempDir, waitFor, type TestPortal } from '../support/harness.js';
+import { ADMIN, adminBrowser, call, chat, holderBrowser, pageText, startTestPortal, syncUsage, tempDir, waitFor, type TestPortal } from '../support/harness.js';
 import { Tmpfs } from '../support/tmpfs.js';
 
 /** One request through the fake CLIProxyAPI: `model`, and its token split (cached tokens are part of the input). */
 const use = (t: TestPortal, key: string, model: string, input: number, output: number, cached = 0) => chat(t.fake, key, { model, input, output, cached });
 
-const sync = (t: TestPortal) => call(t.url, 'POST', '/api/sync-usage', { token: ADMIN });
+const sync = syncUsage;
 const text = pageText;
 const near = (a: number | null, b: number, what: string) => assert.ok(a !== null && Math.abs(a - b) < 1e-9, `${what}: ${a} ≈ ${b}`);
 type ModelCost = { model: string; cost: number | null };
@@ -180,9 +179,7 @@ describe('cost estimates', () => {
         const en = lang === 'en';
         const headers = { 'Accept-Language': en ? 'en-US' : 'zh-CN,zh;q=0.9' };
         const usd = (v: string) => (en ? `≈ $${v}` : `≈ US$${v}`);
-        const holder = new Browser(t.url, headers);
-        await holder.get('/my-keys');
-        assert.equal((await holder.post('/my-keys/sign-in', { key })).status, 303);
+        const holder = await holderBrowser(t.url, key, headers['Accept-Language']);
         const mine = text((await holder.get('/my-keys')).html);
         assert.ok(mine.includes(`${en ? 'Cost of this period (≈ estimate)' : '本时段费用（≈ 估算）'}: ${usd('4.57')}`), `my keys: the period’s cost (${lang})`);
         assert.ok(mine.includes(en ? 'Cost (≈ estimate, USD)' : '费用（≈ 估算，USD）'), 'the by-model table has a cost column');

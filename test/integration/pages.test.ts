@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Browser } from '../support/browser-client.js';
-import { ADMIN, adminBrowser, call, chat, pageText, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+import { ADMIN, adminBrowser, call, chat, holderBrowser, pageText, startTestPortal, syncUsage, waitFor, type TestPortal } from '../support/harness.js';
 
 /** A chat completion through the fake with chosen token counts. */
 const use = (t: TestPortal, key: string, input = 100, output = 20) => chat(t.fake, key, { input, output });
 
-const sync = (t: TestPortal) => call(t.url, 'POST', '/api/sync-usage', { token: ADMIN });
+const sync = syncUsage;
 const text = pageText;
 
 
@@ -76,9 +75,7 @@ describe('pages: figures that agree, times in TIMEZONE, words instead of codes',
         assert.ok(!person.includes(lang === 'en' ? 'My keys ' : '我的密钥 '), 'the admin’s page of a person is not “my keys”');
       }
       // A holder's own page: the same offset, and units on each figure.
-      const holder = new Browser(t.url, { 'Accept-Language': 'en-US' });
-      await holder.get('/my-keys');
-      assert.equal((await holder.post('/my-keys/sign-in', { key: made.key })).status, 303);
+      const holder = await holderBrowser(t.url, made.key);
       const page = text(holder.html);
       assert.match(page, /\+05:45/);
       assert.match(page, /Today \(requests\).*All time \(tokens\)/);
@@ -113,9 +110,7 @@ describe('usage pages: a period, a key and a model', () => {
       await waitFor(async () => (await use(t, b.key)) === 200, 'keys live');
       for (let i = 0; i < 3; i++) assert.equal(await use(t, a.key), 200);
       await sync(t);
-      const holder = new Browser(t.url, { 'Accept-Language': 'en-US' });
-      await holder.get('/my-keys');
-      assert.equal((await holder.post('/my-keys/sign-in', { key: a.key })).status, 303);
+      const holder = await holderBrowser(t.url, a.key);
       const requestsIn = (html: string) => [...html.matchAll(/<title>\d\d-\d\d: ([\d,]+) requests<\/title>/g)].reduce((n, m) => n + Number(m[1]!.replace(/,/g, '')), 0);
       assert.equal(requestsIn(holder.html), 4, 'both keys by default');
       const one = await holder.get(`/my-keys?from=&to=&key=${a.key_id}&model=`);

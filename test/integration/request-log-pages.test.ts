@@ -1,26 +1,24 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Browser } from '../support/browser-client.js';
-import { ADMIN, call, chat, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+import { ADMIN, adminBrowser, call, chat, decodeHtml, holderBrowser, pageText, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
 
 const DAY_MS = 86_400_000;
 /** A day on the portal's calendar (the harness runs it in Asia/Shanghai). */
 const dayIn = (ms: number) => new Intl.DateTimeFormat('en-CA', { timeZone: 'Asia/Shanghai' }).format(ms);
 
-const decode = (s: string) => s.replace(/&amp;/g, '&').replace(/&#34;/g, '"').replace(/&#39;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>');
-const textOf = (html: string) => decode(html.replace(/<[^>]+>/g, ' ')).replace(/\s+/g, ' ').trim();
 
 /** The log table's rows, each as the text of its cells. */
 function rowsOf(html: string): string[][] {
   const body = /<tbody>([\s\S]*?)<\/tbody>/.exec(html)?.[1] ?? '';
-  return [...body.matchAll(/<tr>([\s\S]*?)<\/tr>/g)].map((m) => [...m[1]!.matchAll(/<td[^>]*>([\s\S]*?)<\/td>/g)].map((c) => textOf(c[1]!)));
+  return [...body.matchAll(/<tr>([\s\S]*?)<\/tr>/g)].map((m) => [...m[1]!.matchAll(/<td[^>]*>([\s\S]*?)<\/td>/g)].map((c) => pageText(c[1]!)));
 }
 
 const linkOf = (html: string, rel: 'next') => {
   const m = new RegExp(`href="([^"]+)" rel="${rel}"`).exec(html);
-  return m ? decode(m[1]!) : null;
+  return m ? decodeHtml(m[1]!) : null;
 };
-const problemOf = (html: string) => { const m = /<p class="problem" role="alert">([\s\S]*?)<\/p>/.exec(html); return m ? textOf(m[1]!) : null; };
+const problemOf = (html: string) => { const m = /<p class="problem" role="alert">([\s\S]*?)<\/p>/.exec(html); return m ? pageText(m[1]!) : null; };
 
 // Holder columns: time, key, model, endpoint, result, input, output, total, latency.
 const H = { time: 0, key: 1, model: 2, endpoint: 3, result: 4, input: 5, output: 6, total: 7, latency: 8 };
@@ -38,18 +36,8 @@ describe('the request log pages', () => {
   const use = (key: string, o: { model?: string; fail?: boolean } = {}) => chat(t.fake, key, { ...o, input: input++, output: 7 });
 
 
-  const holder = async (key: string, lang = 'en') => {
-    const b = new Browser(t.url, { 'Accept-Language': lang });
-    await b.get('/my-keys');
-    assert.equal((await b.post('/my-keys/sign-in', { key })).status, 303);
-    return b;
-  };
-  const admin = async (lang = 'en') => {
-    const b = new Browser(t.url, { 'Accept-Language': lang });
-    await b.get('/admin');
-    assert.equal((await b.post('/admin/sign-in', { token: ADMIN })).status, 303);
-    return b;
-  };
+  const holder = (key: string, lang = 'en') => holderBrowser(t.url, key, lang);
+  const admin = (lang = 'en') => adminBrowser(t.url, lang);
 
   before(async () => {
     t = await startTestPortal({ env: { USAGE_SOURCE: 'queue' } });
@@ -270,7 +258,7 @@ describe('the request log pages', () => {
     const english = ['My requests', 'Request log', 'All my keys', 'Key id', 'Person (email)', 'Model', 'Result', 'Succeeded', 'Failed',
       'From', 'To', 'Show', 'Clear filters', 'Time (', 'Endpoint', 'Input (tokens)', 'Output (tokens)', 'Total (tokens)', 'Latency (ms)',
       'Client address', 'User agent', 'Older →', '← Newest', 'newest first', 'Times are in', 'are kept for', 'My keys'];
-    const visible = (html: string) => textOf(html.replace(/<head>[\s\S]*?<\/head>/, ''));
+    const visible = (html: string) => pageText(html.replace(/<head>[\s\S]*?<\/head>/, ''));
     const pages = async (lang: string) => {
       const h = await holder(a1.key, lang);
       const a = await admin(lang);

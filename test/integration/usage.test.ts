@@ -5,11 +5,11 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { FakeCliproxy } from '../support/fake-cliproxy.js';
-import { ADMIN, call, chat, startTestPortal, tempDir, waitFor, type ChatOptions, type TestPortal } from '../support/harness.js';
+import { ADMIN, call, chat, startTestPortal, syncUsage, tempDir, waitFor, type ChatOptions, type TestPortal } from '../support/harness.js';
 
 const use = (t: TestPortal, key: string, o: ChatOptions = {}) => chat(t.fake, key, o);
 
-const sync = async (t: TestPortal) => (await call(t.url, 'POST', '/api/sync-usage', { token: ADMIN })).body;
+const sync = syncUsage;
 
 describe('usage from the v7 queue', () => {
   it('counts exactly what was sent, per user, key, day, hour and model; failures are not requests', async () => {

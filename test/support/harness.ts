@@ -98,9 +98,13 @@ export async function call<T = any>(base: string, method: string, p: string,
 
 export const ADMIN = 'test-admin-token-0123456789';
 
-/** A page's text as a reader sees it: tags gone (a <wbr> break chance joins its neighbours), spaces collapsed. */
+/** HTML's escapes undone (the ones EJS writes). */
+export const decodeHtml = (s: string): string =>
+  s.replace(/&#34;/g, '"').replace(/&#39;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+
+/** A page's text as a reader sees it: tags gone (a <wbr> break chance joins its neighbours), escapes undone, spaces collapsed. */
 export const pageText = (html: string): string =>
-  html.replace(/<script[\s\S]*?<\/script>/g, '').replace(/<wbr>/g, '').replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ');
+  decodeHtml(html.replace(/<script[\s\S]*?<\/script>/g, '').replace(/<wbr>/g, '').replace(/<[^>]+>/g, ' ')).replace(/\s+/g, ' ').trim();
 
 /** Polls until `check` returns true (bounded), for effects that land after a reload delay. */
 export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
@@ -112,12 +116,28 @@ export async function waitFor(check: () => boolean | Promise<boolean>, what: str
   throw new Error(`timed out waiting for ${what}`);
 }
 
+/** POST /api/sync-usage as the admin: everything CLIProxyAPI holds is counted when it answers (its body). */
+export async function syncUsage(t: TestPortal): Promise<any> {
+  const res = await call(t.url, 'POST', '/api/sync-usage', { token: ADMIN, body: {} });
+  if (res.status !== 200) throw new Error(`sync-usage answered ${res.status}`);
+  return res.body;
+}
+
 /** A browser signed in as the admin, reading pages in a language ('en-US', 'zh-CN,zh;q=0.9', …). */
 export async function adminBrowser(url: string, acceptLanguage = 'en-US'): Promise<Browser> {
   const b = new Browser(url, { 'Accept-Language': acceptLanguage });
   await b.get('/admin');
   const signIn = await b.post('/admin/sign-in', { token: ADMIN });
   if (signIn.status !== 303) throw new Error(`admin sign-in answered ${signIn.status}`);
+  return b;
+}
+
+/** A browser signed in with a key at /my-keys (it then holds the page the sign-in led to). */
+export async function holderBrowser(url: string, key: string, acceptLanguage = 'en-US'): Promise<Browser> {
+  const b = new Browser(url, { 'Accept-Language': acceptLanguage });
+  await b.get('/my-keys');
+  const signIn = await b.post('/my-keys/sign-in', { key });
+  if (signIn.status !== 303) throw new Error(`sign-in with a key answered ${signIn.status}`);
   return b;
 }
 

@@ -57,7 +57,7 @@ export function adminKeysRouter(deps: WebDeps): Router {
         create({ ...one, label: `${one.label ?? 'trial'} ${i + j + 1}/${count}`.slice(0, 100) }, actor));
       issued.push(...await Promise.all(batch));
     }
-    const rows = issued.map((k) => { const v = createdView(k); return [v.key_id, v.key, v.label, v.status, v.daily_limit, v.daily_token_limit, v.expires_at ?? '']; });
+    const rows = issued.map(({ key_id, key, record: r }) => [key_id, key, r.label, r.status, r.daily_limit, r.daily_token_limit, r.expires_at ?? '']);
     return ['key_id,key,label,status,daily_limit,daily_token_limit,expires_at', ...rows.map((r) => r.map((c) => csvCell(String(c))).join(','))].join('\n') + '\n';
   };
   /** Revokes several keys (ten at a time); keys already revoked are reported apart, not refused. */
@@ -68,7 +68,7 @@ export function adminKeysRouter(deps: WebDeps): Router {
     const already: string[] = [];
     for (let i = 0; i < found.length; i += 10) {
       await Promise.all(found.slice(i, i + 10).map(async ({ key }) => {
-        if (stats.keyView(key).status === 'revoked') { already.push(keys.idOf(key)); return; }
+        if (keys.resolve(keys.idOf(key)).record.status === 'revoked') { already.push(keys.idOf(key)); return; }
         revoked.push((await keys.revoke({ key_id: keys.idOf(key) }, actor)).key_id);
       }));
     }

@@ -1,6 +1,8 @@
+import ejs from 'ejs';
 import type { Request, Response } from 'express';
 import type { Actor } from '../../audit.js';
 import type { AppError } from '../../errors.js';
+import { limitSuspended } from '../../keys/quota.js';
 import type { AppDeps, WebDeps } from './deps.js';
 import { pickLocale, translator, type MessageKey, type Translate } from './i18n.js';
 
@@ -56,10 +58,11 @@ export function renderPage(deps: WebDeps, req: Request, res: Response, view: str
     timeZone: deps.zone.name,
     // An email (or any long name) as HTML with a break chance after each @ and dot, so a narrow
     // column wraps it there rather than anywhere (use with <%- %>).
-    breakable: (text: string) => escapeHtml(text).replace(/([@.])/g, '$1<wbr>'),
+    breakable: (text: string) => ejs.escapeXML(text).replace(/([@.])/g, '$1<wbr>'),
+    compact: (v: number) => compact(locale, v),
     // A key's status as its holder reads it: a suspension for a limit says so.
     statusText: (k: { status: string; suspension?: { reason: string } | null }) =>
-      t(k.status === 'suspended' && k.suspension && k.suspension.reason !== 'admin' ? 'status.limited' : `status.${k.status}` as MessageKey),
+      t(limitSuspended(k) ? 'status.limited' : `status.${k.status}` as MessageKey),
     // Daily-limit notices for this reader (views/partials/alerts.ejs), worked out only where it is included.
     limitAlerts: () => deps.alerts.forPage(actor, area),
     // An estimated cost in PRICE_CURRENCY ('≈ $1.23'), or '—' for usage without a price.
@@ -68,12 +71,15 @@ export function renderPage(deps: WebDeps, req: Request, res: Response, view: str
   });
 }
 
-const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&#34;', "'": '&#39;' };
-function escapeHtml(text: string): string {
-  return String(text).replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]!);
-}
-
 const moneyFormats = new Map<string, Intl.NumberFormat>();
+const compactFormats = new Map<string, Intl.NumberFormat>();
+
+/** A chart axis figure in the reader's language ('1.2K', '1.2万'). */
+export function compact(locale: string, v: number): string {
+  let f = compactFormats.get(locale);
+  if (!f) compactFormats.set(locale, f = new Intl.NumberFormat(locale, { notation: 'compact', maximumFractionDigits: 1 }));
+  return f.format(v);
+}
 
 /** '≈ $1.23', with four decimals below one unit (a few requests cost fractions of a cent); '—' for null. */
 export function money(locale: string, currency: string, v: number | null): string {

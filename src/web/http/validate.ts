@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { fail, invalidField, type ErrorVars, type Reason } from '../../errors.js';
 import { Zone } from '../../time/zone.js';
 import type { Range } from '../../usage/stats.js';
+import { patternKey } from '../../costs/prices.js';
 
 // Every check here is linear in its input, and long input is refused before any other work: a
 // request body may hold 16 kB, and a pattern that backtracks over it would hold the whole portal.
@@ -150,7 +151,7 @@ export const pricesBody = z.object({ prices: z.array(priceRowBody).max(500).opti
     if (!v.prices) return refusePrices('required');
     const seen = new Set<string>();
     for (const r of v.prices) {
-      const k = r.pattern.toLowerCase();
+      const k = patternKey(r.pattern);
       if (seen.has(k)) return refusePrices('duplicate', { pattern: r.pattern });
       seen.add(k);
     }
