@@ -28,10 +28,13 @@ for (const mode of ['queue', 'subscribe'] as const) {
       const dataDir = await tempDir(`kp-usage-crash-${mode}-`);
       const env = { CLIPROXY_URL: fake.url, CLIPROXY_MANAGEMENT_KEY: MANAGEMENT_KEY, USAGE_SOURCE: mode, USAGE_CRON: '* * * * * *', POOL_SIZE: '10' };
       const kills: number[] = [];
+      // The traffic ends with the test, whichever way it ends (a failed step must not leave it running).
+      let stop = false;
+      let flows: Promise<void>[] = [];
+      let portal: Awaited<ReturnType<typeof spawnPortal>> | null = null;
       try {
-        let portal = await spawnPortal(dataDir, env);
+        portal = await spawnPortal(dataDir, env);
         const reg = (await call(portal.url, 'POST', '/api/register-key', { body: { email: 'steady@x.cn' } })).body as { key: string; key_id: string };
-        let stop = false;
         const traffic = async () => {
           while (!stop) {
             const res = await fetch(`${fake.url}/v1/chat/completions`, {
@@ -41,7 +44,7 @@ for (const mode of ['queue', 'subscribe'] as const) {
             await new Promise((r) => setTimeout(r, 2));
           }
         };
-        const flows = [traffic(), traffic()];
+        flows = [traffic(), traffic()];
         for (let round = 0; round < KILLS; round++) {
           await new Promise((r) => setTimeout(r, rnd.between(300, 1500)));
           kills.push(Date.now());
@@ -83,6 +86,9 @@ for (const mode of ['queue', 'subscribe'] as const) {
         t.diagnostic(`${mode}: ${produced.length} sent, ${counted} counted, lost per kill: ${kills.map((k) => lostAt.get(k)?.length ?? 0).join(' ')}`);
         assert.ok(produced.length > 300, `steady traffic (${produced.length})`);
       } finally {
+        stop = true;
+        await Promise.all(flows);
+        if (portal) await killHard(portal.child);
         await fake.stop();
         await rm(dataDir, { recursive: true, force: true });
       }
