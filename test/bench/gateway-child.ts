@@ -4,6 +4,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import autocannon from 'autocannon';
 import { Pool } from 'undici';
+import type { KeyService } from '../../src/keys/service.js';
+import type { KeyRecord } from '../../src/store/key-files.js';
+import type { UsageStore } from '../../src/store/usage-store.js';
 
 const [role, target, arg] = process.argv.slice(2);
 const BODY = JSON.stringify({ model: 'bench', messages: [{ role: 'user', content: 'hi' }] });
@@ -42,6 +45,21 @@ if (role === 'upstream') {
   });
   server.keepAliveTimeout = 60_000;
   print({ port: await listenOn(server) });
+} else if (role === 'alone') {
+  // The gateway's own code in a process of its own (V8's default young generation, a small heap),
+  // with one key and no portal around it: what the gateway would cost on a thread of its own.
+  const { Gateway } = await import('../../src/gateway/server.js');
+  const { Admission } = await import('../../src/gateway/admission.js');
+  const { Zone } = await import('../../src/time/zone.js');
+  const { silentLogger } = await import('../../src/log.js');
+  const zone = new Zone('UTC');
+  const clock = { now: () => Date.now() };
+  const record = { status: 'active', daily_limit: 1_000_000_000, rpm_limit: 1_000_000_000, daily_token_limit: 0 } as unknown as KeyRecord;
+  const usage = { day: () => ({ requests: 0, tokens: 0 }), since: () => ({ requests: 0, tokens: 0 }) } as unknown as UsageStore;
+  const keys = { match: (key: string) => (key === KEY ? { key, record } : undefined) } as unknown as KeyService;
+  const gateway = new Gateway({ upstream: target!, keys, admission: new Admission({ usage, zone, clock }), log: silentLogger(), prefix: 'usr_pool_',
+    zone, clock, connectTimeoutMs: 5000, headersTimeoutMs: 60_000, bodyTimeoutMs: 60_000 });
+  print({ port: await gateway.listen(0, '127.0.0.1') });
 } else if (role === 'seq' || role === 'ttfb') {
   // Sequential requests on one kept-alive connection: microseconds from sending to the whole answer
   // (seq) or to its first body byte (ttfb, a stream).
@@ -69,7 +87,8 @@ if (role === 'upstream') {
     url: `${target}/v1/chat/completions`, method: 'POST', connections: Number(arg ?? 64), duration, body: BODY,
     headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` },
   });
-  await run(2); // warm up
+  const warm = await run(2);
   const r = await run(6);
-  print({ rps: r.requests.average, non2xx: r.non2xx, errors: r.errors });
+  // `sent`: every request of both runs, for the proxy's CPU time per request (measured over both).
+  print({ rps: r.requests.average, non2xx: r.non2xx, errors: r.errors, sent: warm.requests.total + r.requests.total });
 }
