@@ -25,7 +25,7 @@ interface KeyState {
   /** In-flight requests holding one unit of the daily limit. */
   reserved: number;
   /** When requests started, in the last minute (for rpm_limit), oldest first. */
-  starts: number[];
+  starts: StartTimes;
   /** Successes through the gateway of requests that started at or after `since`. */
   done: { since: number; count: number };
   /** Today's counted usage (since the reset, if any): cached until the ingestor counts more for this key. */
@@ -33,6 +33,39 @@ interface KeyState {
 }
 
 const MINUTE = 60_000;
+
+/**
+ * Start times, oldest first, in a ring that doubles when full: dropping the oldest and adding the
+ * newest are O(1) however many a minute a key may start (an array's `shift` copies the whole array
+ * once it is large enough to live in V8's large-object space).
+ */
+export class StartTimes {
+  private ring = new Float64Array(8);
+  private head = 0;
+  size = 0;
+
+  /** Forgets the starts at or before `t`. */
+  dropUntil(t: number): void {
+    while (this.size && this.ring[this.head]! <= t) {
+      this.head = (this.head + 1) % this.ring.length;
+      this.size--;
+    }
+  }
+
+  /** The oldest start kept (only while `size` > 0). */
+  oldest(): number { return this.ring[this.head]!; }
+
+  push(t: number): void {
+    if (this.size === this.ring.length) {
+      const next = new Float64Array(this.ring.length * 2);
+      for (let i = 0; i < this.size; i++) next[i] = this.ring[(this.head + i) % this.ring.length]!;
+      this.ring = next;
+      this.head = 0;
+    }
+    this.ring[(this.head + this.size) % this.ring.length] = t;
+    this.size++;
+  }
+}
 
 /**
  * The gateway's limits, decided in memory before a request is forwarded.
@@ -79,7 +112,7 @@ export class Admission {
   private state(keyId: string): KeyState {
     let s = this.keys.get(keyId);
     if (!s) {
-      s = { inflight: 0, reserved: 0, starts: [], done: { since: 0, count: 0 }, counted: null };
+      s = { inflight: 0, reserved: 0, starts: new StartTimes(), done: { since: 0, count: 0 }, counted: null };
       this.keys.set(keyId, s);
     }
     return s;
@@ -110,9 +143,9 @@ export class Admission {
 
     const rpm = record.rpm_limit || 0;
     if (rpm) {
-      while (s.starts.length && s.starts[0]! <= now - MINUTE) s.starts.shift();
-      if (s.starts.length >= rpm) {
-        const wait = Math.max(1, Math.ceil((s.starts[0]! + MINUTE - now) / 1000));
+      s.starts.dropUntil(now - MINUTE);
+      if (s.starts.size >= rpm) {
+        const wait = Math.max(1, Math.ceil((s.starts.oldest() + MINUTE - now) / 1000));
         return refuse(429, 'rpm_limit_reached', `This key may start ${rpm} requests a minute. Try again in ${wait} s.`,
           { 'retry-after': String(wait), ...rateHeaders(rpm, 0, wait) });
       }
@@ -125,7 +158,7 @@ export class Admission {
     if (dailyLimit) s.reserved++;
     if (rpm) s.starts.push(now);
     const headers = dailyLimit ? rateHeaders(dailyLimit, dailyLimit - used - 1, resetIn)
-      : rpm ? rateHeaders(rpm, rpm - s.starts.length, Math.max(1, Math.ceil((s.starts[0]! + MINUTE - now) / 1000))) : {};
+      : rpm ? rateHeaders(rpm, rpm - s.starts.size, Math.max(1, Math.ceil((s.starts.oldest() + MINUTE - now) / 1000))) : {};
     if (dailyLimit) headers['x-ratelimit-reset-requests-at'] = nextIso;
     let released = false;
     return {
@@ -136,7 +169,7 @@ export class Admission {
         s.inflight--;
         if (dailyLimit) s.reserved--;
         if (succeeded && s.done.since === since) s.done.count++;
-        if (s.inflight === 0 && !s.starts.length && !dailyLimit && !tokenLimit) this.keys.delete(keyId); // nothing to remember
+        if (s.inflight === 0 && !s.starts.size && !dailyLimit && !tokenLimit) this.keys.delete(keyId); // nothing to remember
       },
     };
   }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { duration } from '../../src/gateway/admission.js';
+import { duration, StartTimes } from '../../src/gateway/admission.js';
 import { candidates, stripOthers } from '../../src/gateway/credentials.js';
 import { geminiModel, ModelScanner } from '../../src/gateway/model-scan.js';
 import { modelAllowed } from '../../src/gateway/server.js';
@@ -60,5 +60,32 @@ describe('keys as CLIProxyAPI reads them', () => {
     assert.ok(modelAllowed(['claude-*'], 'claude-sonnet-4'));
     assert.ok(!modelAllowed(['claude-*', 'gpt-4o'], 'gpt-4o-mini'));
     assert.deepEqual([duration(5), duration(65), duration(3600), duration(38985)], ['5s', '1m5s', '1h0m0s', '10h49m45s']);
+  });
+});
+
+describe('the start times an rpm_limit counts', () => {
+  it('keeps what a plain array kept, through every growth and wrap of the ring (property)', () => {
+    // Steps: a start at a later time, or forgetting the starts up to some time.
+    // Mostly starts, so the ring fills and grows while its oldest is not at the front.
+    const step = fc.oneof({ arbitrary: fc.record({ push: fc.integer({ min: 0, max: 50 }) }), weight: 6 },
+      { arbitrary: fc.record({ drop: fc.integer({ min: 0, max: 400 }) }), weight: 1 });
+    fc.assert(fc.property(fc.array(step, { minLength: 20, maxLength: 400, size: 'max' }), (steps) => {
+      const ring = new StartTimes();
+      const model: number[] = [];
+      let now = 0;
+      for (const s of steps) {
+        if ('push' in s) {
+          now += s.push;
+          ring.push(now);
+          model.push(now);
+        } else {
+          const until = now - s.drop;
+          ring.dropUntil(until);
+          while (model.length && model[0]! <= until) model.shift();
+        }
+        assert.equal(ring.size, model.length);
+        if (model.length) assert.equal(ring.oldest(), model[0]);
+      }
+    }), seededFc('rpm start times', 500));
   });
 });
