@@ -82,7 +82,7 @@ export async function benchGateway(): Promise<void> {
   const dir = await tempDir('kp-bench-gateway-');
   const gatewayPort = await freePort();
   // No management key: the portal calls nothing on the minimal upstream; its keys stay pending, which the gateway forwards.
-  const portal = await spawnPortal(dir, { CLIPROXY_URL: up, GATEWAY_PORT: String(gatewayPort), POOL_SIZE: '10', USAGE_SOURCE: 'snapshot', USAGE_CRON: '0 0 1 1 *' });
+  const portal = await spawnPortal(dir, { CLIPROXY_URL: up, GATEWAY_PORT: String(gatewayPort), POOL_SIZE: '10', USAGE_SOURCE: 'snapshot', USAGE_CRON: '0 0 1 1 *' }, START_FLAGS);
   pin(portal.child.pid, '0');
   let alone: Awaited<ReturnType<typeof child>> | null = null;
   try {

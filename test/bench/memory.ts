@@ -5,13 +5,14 @@ import { silentLogger } from '../../src/log.js';
 import { KeysStore } from '../../src/store/keys-store.js';
 import { FakeCliproxy } from '../support/fake-cliproxy.js';
 import { tempDir } from '../support/harness.js';
+import { startFlags } from '../support/spawn.js';
 import { seedDataDir } from './registrations.js';
 import { fmt, mb, printRows } from './util.js';
 
 interface Sample { rss: number; heapUsed: number; keys: number }
 
-/** The V8 flags of `npm start` (package.json), so the figure describes what operators run. */
-export const START_FLAGS = ['--max-semi-space-size=4'];
+/** The node flags of `npm start` (package.json's start script), so the figures describe what operators run. */
+export const START_FLAGS = startFlags();
 
 /**
  * What the Docker image and the systemd unit add to npm start: two glibc malloc arenas rather than one
