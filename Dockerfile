@@ -32,4 +32,4 @@ EXPOSE 8080 8787
 # Liveness: the process serves (a degraded portal — CLIProxyAPI unreachable — is still up; see /healthz).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/healthz?probe=live').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-CMD ["node", "--max-semi-space-size=4", "--v8-pool-size=1", "bin/key-portal", "start"]
+CMD ["node", "--max-semi-space-size=4", "bin/key-portal", "start"]
