@@ -193,8 +193,13 @@ export function limitReached(kind: 'daily_limit' | 'daily_token_limit', limit: n
   const wait = resetsAt === null ? 3600 : Math.max(1, Math.ceil((resetsAt - now) / 1000));
   const what = kind === 'daily_limit' ? `${limit} requests` : `${limit} tokens`;
   const when = resetsAt === null ? 'midnight' : zone.format(resetsAt);
-  return refuse(429, `${kind}_reached`, `This key's daily limit of ${what} is reached. It resets at ${when}.`,
-    { 'retry-after': String(wait), ...(kind === 'daily_limit' && limit ? rateHeaders(limit, 0, wait) : {}) });
+  const requests = kind === 'daily_limit' && limit;
+  return refuse(429, `${kind}_reached`, `This key's daily limit of ${what} is reached. It resets at ${when}.`, {
+    'retry-after': String(wait),
+    ...(requests ? rateHeaders(limit, 0, wait) : {}),
+    // As on the answers let through: when the limit is whole again, as a time.
+    ...(requests && resetsAt !== null ? { 'x-ratelimit-reset-requests-at': new Date(resetsAt).toISOString() } : {}),
+  });
 }
 
 function tooManyAtOnce(concurrency: number): Refused {

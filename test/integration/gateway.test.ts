@@ -109,6 +109,9 @@ describe('the gateway', () => {
     assert.equal(t.fake.served.get(key), 10, 'CLIProxyAPI served 10');
     const ok = answers.find((r) => r.status === 200)!;
     assert.equal(ok.headers.get('x-ratelimit-limit-requests'), '10');
+    // The refusal says when the limit is whole again the same way the answers let through do.
+    assert.ok(ok.headers.get('x-ratelimit-reset-requests-at'));
+    assert.equal(refused.headers.get('x-ratelimit-reset-requests-at'), ok.headers.get('x-ratelimit-reset-requests-at'));
 
     // Anthropic and Gemini callers get their own shapes.
     const msg = await post(gw, '/v1/messages', null, { model: 'claude-x', messages: [] }, { 'x-api-key': key });
@@ -123,6 +126,7 @@ describe('the gateway', () => {
     const after = await post(gw, '/v1/chat/completions', key, { model: 'fake-chat', messages: [] });
     assert.equal(after.status, 429, 'still a limit, not "Invalid API key"');
     assert.deepEqual([after.headers.get('x-ratelimit-limit-requests'), after.headers.get('x-ratelimit-remaining-requests')], ['10', '0']);
+    assert.equal(after.headers.get('x-ratelimit-reset-requests-at'), ok.headers.get('x-ratelimit-reset-requests-at'), 'suspended: the same reset');
     assert.match(((await after.json()) as { error: { message: string } }).error.message, /resets at 2026-11-2\d 00:00 \+08:00/, 'in TIMEZONE, as the other refusals');
 
     const two = await newKey({ daily_limit: 2 });

@@ -1,3 +1,5 @@
+import fc from 'fast-check';
+
 /**
  * A seeded random source for fault tests: the seed is printed, and KP_SEED=<seed> replays a run.
  * (mulberry32: small, fast, and good enough for choosing delays.)
@@ -15,6 +17,14 @@ export function seeded(name: string): { seed: number; next(): number; between(lo
   };
   return { seed, next, between: (lo, hi) => lo + next() * (hi - lo) };
 }
+
+/**
+ * fast-check sizes every array and string "small" (about ten items) unless told otherwise, whatever
+ * its `maxLength`: a property over `fc.string({ maxLength: 300 })` never saw a string past twenty
+ * characters. In this project's properties a stated upper bound is what they explore up to. Set when
+ * this module loads, before any test file builds its arbitraries (fast-check reads it then).
+ */
+fc.configureGlobal({ ...fc.readConfigureGlobal(), defaultSizeToMaxWhenMaxSpecified: true });
 
 /** fast-check parameters with a printed seed (KP_SEED=<seed> replays the run) and `numRuns` cases. */
 export function seededFc(name: string, numRuns: number): { seed: number; numRuns: number } {
