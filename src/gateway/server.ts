@@ -67,7 +67,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private status = 0;
 
   constructor(private readonly res: ServerResponse, private readonly lease: Lease | null, private readonly failed: (err: Error & { code?: string }) => void,
-    private readonly finished: Finished) {
+    finished: Finished) {
     // The one listener a forwarded request adds: the duration, and a client that left before the answer was whole.
     res.on('close', () => {
       if (!res.writableFinished) this.clientGone();
