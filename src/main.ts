@@ -22,8 +22,7 @@ import type { AppDeps } from './web/http/deps.js';
 import { Audit } from './audit.js';
 import { Events } from './events.js';
 import { FailureGuard } from './failure-guard.js';
-import { Admission } from './gateway/admission.js';
-import { Gateway } from './gateway/server.js';
+import { GatewayHost } from './gateway/host.js';
 import { Metrics } from './metrics.js';
 import { writeBackup } from './store/backup.js';
 import { HealthService } from './health.js';
@@ -55,8 +54,8 @@ export interface Portal extends AppDeps {
   logFile: LogFile | null;
   server: Server;
   port: number;
-  /** The gateway, when GATEWAY_PORT is set. */
-  gateway: Gateway | null;
+  /** The gateway (on a thread of its own), when GATEWAY_PORT is set. */
+  gateway: GatewayHost | null;
   url: string;
   jobs: JobRegistry;
   sentinel: string;
@@ -184,22 +183,16 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     const health = new HealthService({ config, cliproxy, usage, store, reconciler, logFile, lockedOut: () => guard.lockedOut() });
     const metrics = new Metrics({ store, usage, cliproxy, reconciler, guard, events, logFile, now: () => clock.now(), alerts, webhook });
     // The gateway (GATEWAY_PORT): CLIProxyAPI's client APIs with the limits checked before forwarding.
-    let gateway: Gateway | null = null;
-    let gatewayPort: number | null = null;
+    let gateway: GatewayHost | null = null;
     if (config.GATEWAY_PORT !== undefined) {
-      const admission = new Admission({ usage: usageStore, zone, clock });
-      events.on('usage.counted', (ids) => admission.counted(ids));
-      events.on('keys.changed', () => admission.changed());
-      metrics.watchGateway(admission);
-      gateway = new Gateway({
-        upstream: config.CLIPROXY_URL, keys, admission, log: log.child({ module: 'gateway' }), prefix: config.KEY_PREFIX, zone, clock, metrics,
-        connectTimeoutMs: config.GATEWAY_CONNECT_TIMEOUT_MS, headersTimeoutMs: config.GATEWAY_HEADERS_TIMEOUT_MS, bodyTimeoutMs: config.GATEWAY_BODY_TIMEOUT_MS,
+      const g = gateway = await GatewayHost.start({
+        config, port: config.GATEWAY_PORT, usageFile: usageStore.file, store, events, clock, log: log.child({ module: 'gateway' }),
       });
-      gatewayPort = await gateway.listen(config.GATEWAY_PORT, config.HOST);
-      const g = gateway;
       cleanups.push(() => g.close());
-      log.info({ module: 'gateway', port: gatewayPort }, `gateway listening on ${config.HOST}:${gatewayPort}, forwarding to ${config.CLIPROXY_URL}`);
+      metrics.addSource(() => g.metricsText());
+      log.info({ module: 'gateway', port: g.port }, `gateway listening on ${config.HOST}:${g.port}, forwarding to ${config.CLIPROXY_URL}`);
     }
+    const gatewayPort = gateway?.port ?? null;
     const deps: AppDeps = {
       config, keys, registration, quota, stats, prices, usage, audit, health, guard, sessionStore, log, clock, zone, adminToken, sessionSecret, gatewayPort, metrics, alerts,
       backup: async (out) => {

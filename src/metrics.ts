@@ -4,7 +4,6 @@ import type { Webhook } from './alerts/webhook.js';
 import type { ManagementClient } from './cliproxy/management.js';
 import type { Events } from './events.js';
 import type { FailureGuard } from './failure-guard.js';
-import type { Admission } from './gateway/admission.js';
 import type { Reconciler } from './keys/reconciler.js';
 import type { LogFile } from './log-file.js';
 import type { KeysStore } from './store/keys-store.js';
@@ -24,6 +23,22 @@ export interface MetricsDeps {
   webhook: Webhook | null;
 }
 
+const BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+/** The gateway's metrics, kept on its own thread (scraped through Metrics.text()). */
+export interface GatewayMetrics {
+  durations: Histogram<'status'>;
+  refusals: Counter<'code'>;
+}
+
+export function gatewayMetrics(r: Registry, inflight: () => number): GatewayMetrics {
+  new Gauge({ name: 'kp_gateway_inflight_requests', help: 'Gateway requests under way', registers: [r], collect() { this.set(inflight()); } });
+  return {
+    durations: new Histogram({ name: 'kp_gateway_request_duration_seconds', help: 'Gateway requests, until the answer is whole', labelNames: ['status'], buckets: BUCKETS, registers: [r] }),
+    refusals: new Counter({ name: 'kp_gateway_refusals_total', help: 'Gateway requests refused before forwarding, by code', labelNames: ['code'], registers: [r] }),
+  };
+}
+
 /** A counter whose value lives elsewhere (a service's own count): set from it at each scrape. */
 function mirrored(c: Counter<string>, labels: Record<string, string>, value: number): void {
   c.reset();
@@ -39,17 +54,13 @@ function mirrored(c: Counter<string>, labels: Record<string, string>, value: num
 export class Metrics {
   readonly registry = new Registry();
   readonly http: Histogram<'method' | 'route' | 'status'>;
-  readonly gateway: Histogram<'status'>;
-  readonly gatewayRefusals: Counter<'code'>;
-  private admission: Admission | null = null;
+  /** Metrics kept elsewhere (the gateway's thread), in the text format, appended to this registry's. */
+  private readonly sources: (() => Promise<string>)[] = [];
 
   constructor(d: MetricsDeps) {
     const r = this.registry;
     collectDefaultMetrics({ register: r, prefix: 'kp_' });
-    const buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
-    this.http = new Histogram({ name: 'kp_http_request_duration_seconds', help: 'Portal pages and API, by route', labelNames: ['method', 'route', 'status'], buckets, registers: [r] });
-    this.gateway = new Histogram({ name: 'kp_gateway_request_duration_seconds', help: 'Gateway requests, until the answer is whole', labelNames: ['status'], buckets, registers: [r] });
-    this.gatewayRefusals = new Counter({ name: 'kp_gateway_refusals_total', help: 'Gateway requests refused before forwarding, by code', labelNames: ['code'], registers: [r] });
+    this.http = new Histogram({ name: 'kp_http_request_duration_seconds', help: 'Portal pages and API, by route', labelNames: ['method', 'route', 'status'], buckets: BUCKETS, registers: [r] });
     const suspensions = new Counter({ name: 'kp_suspensions_total', help: 'Keys suspended for reaching a daily limit', labelNames: ['reason'], registers: [r] });
     d.events.on('quota.suspended', (n, reason) => suspensions.inc({ reason }, n));
     new Counter({
@@ -113,13 +124,16 @@ export class Metrics {
       name: 'kp_auth_locked_out_addresses', help: 'Addresses locked out for wrong credentials', registers: [r],
       collect() { this.set(d.guard.lockedOut()); },
     });
-    const self = this;
-    new Gauge({
-      name: 'kp_gateway_inflight_requests', help: 'Gateway requests under way', registers: [r],
-      collect() { this.set(self.admission?.inflight() ?? 0); },
-    });
   }
 
-  /** The gateway's admission, once it exists (for the in-flight gauge). */
-  watchGateway(admission: Admission): void { this.admission = admission; }
+  /** Adds metrics kept elsewhere (the text format, families not in this registry) to every scrape. */
+  addSource(source: () => Promise<string>): void { this.sources.push(source); }
+
+  get contentType(): string { return this.registry.contentType; }
+
+  /** Everything, in the Prometheus text format. */
+  async text(): Promise<string> {
+    const parts = [await this.registry.metrics(), ...await Promise.all(this.sources.map((s) => s()))];
+    return parts.join('');
+  }
 }

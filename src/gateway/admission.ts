@@ -1,8 +1,8 @@
 import type { Clock } from '../clock.js';
 import { usedToday } from '../keys/quota.js';
-import type { KeyRecord } from '../store/key-files.js';
-import type { UsageStore } from '../store/usage-store.js';
+import type { DailyCounts } from '../store/usage-store.js';
 import type { Zone } from '../time/zone.js';
+import type { GatedRecord } from './key-table.js';
 import type { Refusal } from './shapes.js';
 
 /** Why a request is refused before it is forwarded. */
@@ -82,7 +82,7 @@ export class Admission {
   private readonly keys = new Map<string, KeyState>();
   private day = { start: 0, next: 0, nextIso: '' };
 
-  constructor(private readonly d: { usage: UsageStore; zone: Zone; clock: Clock }) {}
+  constructor(private readonly d: { usage: DailyCounts; zone: Zone; clock: Clock }) {}
 
   /** The ingestor counted usage of these keys: their cached totals are stale. */
   counted(keyIds: Iterable<string>): void {
@@ -103,6 +103,8 @@ export class Admission {
 
   private dayBounds(now: number): { start: number; next: number; nextIso: string } {
     if (now >= this.day.next || now < this.day.start) {
+      // A new day: what keys did yesterday is forgotten but for requests under way and minute windows.
+      for (const [id, s] of this.keys) if (s.inflight === 0 && !s.starts.size) this.keys.delete(id);
       const next = this.d.zone.nextDayStart(now);
       this.day = { start: this.d.zone.dayStart(now), next, nextIso: new Date(next).toISOString() };
     }
@@ -119,7 +121,7 @@ export class Admission {
   }
 
   /** Lets a request of `keyId` through, holding its units, or says why not. */
-  admit(keyId: string, record: KeyRecord): Lease | Refused {
+  admit(keyId: string, record: GatedRecord): Lease | Refused {
     const now = this.d.clock.now();
     const { start, next, nextIso } = this.dayBounds(now);
     const resetAt = record.quota_reset?.at ? Date.parse(record.quota_reset.at) : NaN;
@@ -169,13 +171,14 @@ export class Admission {
         s.inflight--;
         if (dailyLimit) s.reserved--;
         if (succeeded && s.done.since === since) s.done.count++;
-        if (s.inflight === 0 && !s.starts.size && !dailyLimit && !tokenLimit) this.keys.delete(keyId); // nothing to remember
+        // Nothing to remember (a success is: a limit set later today counts it before its record is counted).
+        if (s.inflight === 0 && !s.starts.size && !s.done.count && !dailyLimit && !tokenLimit) this.keys.delete(keyId);
       },
     };
   }
 
   /** A connection that lasts (a WebSocket): only the concurrency limit applies, for as long as it is open. */
-  hold(keyId: string, record: KeyRecord): Lease | Refused {
+  hold(keyId: string, record: GatedRecord): Lease | Refused {
     const s = this.state(keyId);
     const concurrency = record.max_concurrency || 0;
     if (concurrency && s.inflight >= concurrency) return tooManyAtOnce(concurrency);

@@ -2,12 +2,12 @@ import http, { type IncomingHttpHeaders, type IncomingMessage, type Server, type
 import net, { type Socket } from 'node:net';
 import { Readable, type Duplex } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
-import type { KeyService } from '../keys/service.js';
 import type { Logger } from '../log.js';
 import { keyIdOf } from '../keys/format.js';
 import { type Admission, isRefused, type Lease, limitReached, type Refused } from './admission.js';
 import type { Clock } from '../clock.js';
-import type { Metrics } from '../metrics.js';
+import type { GatewayMetrics } from '../metrics.js';
+import type { GatedRecord, KeyMatcher } from './key-table.js';
 import type { Zone } from '../time/zone.js';
 import { candidates, stripOthers, type Candidate } from './credentials.js';
 import { geminiModel, ModelScanner } from './model-scan.js';
@@ -24,23 +24,25 @@ const MODEL_SCAN_BYTES = 16 * 1024 * 1024;
 
 export interface GatewayDeps {
   upstream: string;
-  keys: KeyService;
+  keys: KeyMatcher;
   admission: Admission;
   log: Logger;
   prefix: string;
   zone: Zone;
   clock: Clock;
-  metrics?: Metrics;
+  metrics?: GatewayMetrics;
   connectTimeoutMs: number;
   headersTimeoutMs: number;
   bodyTimeoutMs: number;
+  /** Called as each request or upgrade arrives, before its key is looked at (the thread catches up with key changes). */
+  beforeRequest?: () => void;
 }
 
 type Headers = Record<string, string | string[] | undefined>;
 /** Called once when a request's answer is over (or the client left), with its status. */
 type Finished = (status: number) => void;
 const NOT_TIMED: Finished = () => undefined;
-type Identified = { found: Candidate; keyId: string; record: NonNullable<ReturnType<KeyService['match']>>['record'] };
+type Identified = { found: Candidate; keyId: string; record: GatedRecord };
 interface Outbound { path: string; headers: Headers; dialect: Dialect; body: Readable | null; finished: Finished }
 
 function withoutHopByHop(headers: IncomingMessage['headers'] | Record<string, string | string[] | undefined>): Headers {
@@ -189,7 +191,7 @@ export class Gateway {
     const start = performance.now();
     return (status) => {
       let child = this.timers.get(status);
-      if (!child) this.timers.set(status, child = metrics.gateway.labels(String(status)));
+      if (!child) this.timers.set(status, child = metrics.durations.labels(String(status)));
       child.observe((performance.now() - start) / 1000);
     };
   }
@@ -200,6 +202,7 @@ export class Gateway {
    * generation's collections copy (see BENCHMARKS.md).
    */
   private handle(req: IncomingMessage, res: ServerResponse): void {
+    this.d.beforeRequest?.();
     const finished = this.timer();
     const url = req.url ?? '/';
     const q = url.indexOf('?');
@@ -258,13 +261,14 @@ export class Gateway {
 
   /** A refusal is whole as soon as it is written. */
   private refuse(res: ServerResponse, dialect: Dialect, r: Refused, finished: Finished): void {
-    this.d.metrics?.gatewayRefusals.inc({ code: r.code });
+    this.d.metrics?.refusals.inc({ code: r.code });
     send(res, dialect, r);
     finished(r.status);
   }
 
   /** A WebSocket (or other) upgrade: checked like a request, then the two connections are joined. */
   private upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    this.d.beforeRequest?.();
     socket.on('error', () => socket.destroy());
     const url = req.url ?? '/';
     const q = url.indexOf('?');

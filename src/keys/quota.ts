@@ -4,7 +4,7 @@ import { fail } from '../errors.js';
 import type { Events } from '../events.js';
 import type { Logger } from '../log.js';
 import type { KeyRecord, KeysStore, Suspension } from '../store/keys-store.js';
-import type { UsageStore } from '../store/usage-store.js';
+import type { DailyCounts, UsageStore } from '../store/usage-store.js';
 import type { Zone } from '../time/zone.js';
 import { keyIdOf } from './format.js';
 import type { Reconciler } from './reconciler.js';
@@ -50,7 +50,7 @@ export function limitSuspended(r: { status: string; suspension?: { reason: strin
  * admin's reset, if there was one today. A reset is a point in time: a request made before it never
  * counts against the fresh quota, even when its record arrives later.
  */
-export function usedToday(usage: UsageStore, zone: Zone, now: number, keyId: string, record: KeyRecord | undefined): { requests: number; tokens: number } {
+export function usedToday(usage: DailyCounts, zone: Zone, now: number, keyId: string, record: Pick<KeyRecord, 'quota_reset'> | undefined): { requests: number; tokens: number } {
   const dayStart = zone.dayStart(now);
   const reset = record?.quota_reset;
   const resetAt = reset?.at ? Date.parse(reset.at) : NaN;

@@ -84,6 +84,11 @@ export class KeysStore {
   checkpointError: string | null = null;
   /** Counts changes to keys and owners in memory: readers cache what they derive from it. */
   version = 0;
+  /**
+   * Told of every key record changed in memory, as it changes (before it is durable, like every
+   * reader here), or of all of them (null) when memory was reloaded: the gateway's copy follows it.
+   */
+  private watchers: ((key: string | null, record: KeyRecord | null) => void)[] = [];
 
   private constructor(readonly dir: string, readonly prefix: string, private readonly log: Logger) {
     this.poolFile = path.join(dir, 'key_pool.json');
@@ -133,6 +138,17 @@ export class KeysStore {
   userEntries(): IterableIterator<[string, UserRecord]> { return this.s.users.entries(); }
   unusedKeys(): IterableIterator<string> { return this.s.unused.values(); }
 
+  /** Calls `watcher` with each key record that changes, or (null, null) when every record may have. */
+  watch(watcher: (key: string | null, record: KeyRecord | null) => void): () => void {
+    this.watchers.push(watcher);
+    return () => { this.watchers = this.watchers.filter((w) => w !== watcher); };
+  }
+
+  private setKey(key: string, record: KeyRecord): void {
+    this.s.keys.set(key, record);
+    for (const w of this.watchers) w(key, record);
+  }
+
   /** Keys that should be accepted by CLIProxyAPI right now. */
   *liveKeys(): IterableIterator<string> {
     for (const [k, r] of this.s.keys) if (r.status === 'active' || r.status === 'pending') yield k;
@@ -158,7 +174,7 @@ export class KeysStore {
     };
     this.s.unused.delete(key);
     this.s.assigned.set(key, fields.email ?? '');
-    this.s.keys.set(key, record);
+    this.setKey(key, record);
     this.touchedPool.add(key);
     this.touchedKeys.add(key);
     if (fields.email) {
@@ -179,7 +195,7 @@ export class KeysStore {
     if (!record) throw new Error('revoke: unknown key');
     if (record.status === 'revoked') return record;
     const updated: KeyRecord = { ...record, status: 'revoked', revoked_at: now.toISOString() };
-    this.s.keys.set(key, updated);
+    this.setKey(key, updated);
     if (record.email) {
       const user = this.s.users.get(record.email);
       if (user) {
@@ -202,7 +218,7 @@ export class KeysStore {
     const record = this.s.keys.get(key);
     if (!record) throw new Error('updateKey: unknown key');
     const updated = { ...record, ...patch } as KeyRecord;
-    this.s.keys.set(key, updated);
+    this.setKey(key, updated);
     this.touchedKeys.add(key);
     return updated;
   }
@@ -401,6 +417,7 @@ export class KeysStore {
     const { state, repaired } = loadState({ pool, users, poolFile: this.poolFile, usersFile: this.usersFile }, batches, this.prefix, this.log);
     this.s = state;
     this.version++;
+    for (const w of this.watchers) w(null, null);
     this.byId.clear();
     this.nextIndex = 1;
     for (const set of [state.unused, state.assigned.keys(), state.retired, state.keys.keys()]) {

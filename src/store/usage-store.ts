@@ -40,6 +40,46 @@ export interface RequestFilter {
 type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
 
 const sumCols = COUNT_FIELDS.map((f) => `sum(${f}) AS ${f}`).join(', ');
+/** One key's requests (that did not fail), failures and tokens from the raw rows in [from, to). */
+const SINCE = `SELECT sum(1 - failed) AS requests, sum(failed) AS failed, sum(CASE failed WHEN 0 THEN tokens ELSE 0 END) AS tokens
+  FROM events WHERE k = ? AND ts >= ? AND ts < ?`;
+type SinceRow = { requests: number | null; tokens: number | null; failed: number | null };
+const sinceCounts = (r: SinceRow | undefined) => ({ requests: r?.requests ?? 0, tokens: r?.tokens ?? 0, failed: r?.failed ?? 0 });
+
+/** What a daily limit reads of usage: keys' counts on a day, and one key's since a moment. */
+export interface DailyCounts {
+  day(keyIds: readonly string[], day: string): Counts;
+  since(keyId: string, from: number, to?: number): { requests: number; tokens: number; failed: number };
+}
+
+/**
+ * DailyCounts on a read-only connection of its own, for a thread other than the one UsageStore
+ * lives on (the gateway's): each call is one indexed lookup, with no cache of key ids to keep.
+ */
+export class DailyCountsReader implements DailyCounts {
+  private readonly db: Database.Database;
+  private readonly q;
+
+  constructor(file: string) {
+    this.db = openUsageDb(file, { reader: true, cacheMb: 2 });
+    this.q = {
+      day: this.db.prepare(`SELECT ${sumCols} FROM usage_day WHERE k IN (SELECT id FROM usage_keys WHERE key_id IN (SELECT value FROM json_each(?))) AND day = ?`),
+      keyRef: this.db.prepare('SELECT id FROM usage_keys WHERE key_id = ?').pluck(),
+      since: this.db.prepare(SINCE),
+    };
+  }
+
+  day(keyIds: readonly string[], day: string): Counts {
+    return pick(this.q.day.get(JSON.stringify(keyIds), dayNum(day)) as Counts);
+  }
+
+  since(keyId: string, from: number, to = Number.MAX_SAFE_INTEGER): { requests: number; tokens: number; failed: number } {
+    const k = this.q.keyRef.get(keyId) as number | undefined;
+    return sinceCounts(k === undefined ? undefined : this.q.since.get(k, from, to) as SinceRow);
+  }
+
+  close(): void { this.db.close(); }
+}
 
 /**
  * usage.db for the rest of the portal. Writes go to the writer thread (usage-worker.ts), one batch
@@ -49,7 +89,7 @@ const sumCols = COUNT_FIELDS.map((f) => `sum(${f}) AS ${f}`).join(', ');
  * Per-key totals (the leaderboard) are also kept in memory, loaded at open and updated from each
  * committed batch.
  */
-export class UsageStore {
+export class UsageStore implements DailyCounts {
   readonly file: string;
   private worker: Worker | null = null;
   private readonly waiting = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
@@ -83,8 +123,7 @@ export class UsageStore {
       byKeyDay: db.prepare(`SELECT k, day, m, ${COUNT_FIELDS.join(', ')} FROM usage_day WHERE ${inKeys} AND day = ? ORDER BY k, m`),
       allKeysDay: db.prepare(`SELECT k, day, m, ${COUNT_FIELDS.join(', ')} FROM usage_day WHERE day = ? ORDER BY k, m`),
       modelTotals: db.prepare(`SELECT k, m, ${sumCols} FROM usage_day WHERE ${inKeys} GROUP BY k, m`),
-      since: db.prepare(`SELECT sum(1 - failed) AS requests, sum(failed) AS failed, sum(CASE failed WHEN 0 THEN tokens ELSE 0 END) AS tokens
-        FROM events WHERE k = ? AND ts >= ? AND ts < ?`),
+      since: db.prepare(SINCE),
       models: db.prepare(`SELECT DISTINCT n.name FROM usage_day d JOIN usage_names n ON n.id = d.m WHERE d.${inKeys} ORDER BY n.name`).pluck(),
       allModels: db.prepare('SELECT n.name FROM usage_models u JOIN usage_names n ON n.id = u.m ORDER BY n.name').pluck(),
       events: db.prepare('SELECT count(*) FROM events').pluck(),
@@ -294,9 +333,7 @@ export class UsageStore {
   /** One key's requests (that did not fail) and tokens from the raw rows in [from, to): quota after a reset. */
   since(keyId: string, from: number, to = Number.MAX_SAFE_INTEGER): { requests: number; tokens: number; failed: number } {
     const k = this.refOf(keyId);
-    if (k === undefined) return { requests: 0, tokens: 0, failed: 0 };
-    const r = this.q.since.get(k, from, to) as { requests: number | null; tokens: number | null; failed: number | null };
-    return { requests: r.requests ?? 0, tokens: r.tokens ?? 0, failed: r.failed ?? 0 };
+    return sinceCounts(k === undefined ? undefined : this.q.since.get(k, from, to) as SinceRow);
   }
 
   /** Model names with usage, for these keys or everyone's. */

@@ -296,6 +296,38 @@ describe('the gateway', () => {
     assert.equal(status, 401);
   });
 
+  it('runs on a thread of its own that sees each key change by the next request, and is started again if that thread stops', async () => {
+    const code = async (r: Response) => [r.status, ((await r.json().catch(() => ({}))) as { error?: { code?: string } }).error?.code ?? null];
+    const patch = (id: string, body: Record<string, unknown>) => call(t.url, 'PATCH', `/admin/keys/${id}`, { token: ADMIN, body });
+    // Changes are made on the main thread; each request through the gateway right after an admin's
+    // answer must see it, with no wait in between (a few rounds: a lag would show in one of them).
+    for (let round = 0; round < 10; round++) {
+      const { key, key_id } = await newKey();
+      const chat = () => post(gw, '/v1/chat/completions', key, { model: 'fake-chat', messages: [] });
+      assert.deepEqual(await code(await chat()), [200, null], `round ${round}: issued`);
+      assert.equal((await patch(key_id, { allowed_models: ['claude-*'] })).status, 200);
+      assert.deepEqual(await code(await chat()), [403, 'model_not_allowed'], `round ${round}: models limited`);
+      assert.equal((await patch(key_id, { allowed_models: [], status: 'suspended' })).status, 200);
+      assert.deepEqual(await code(await chat()), [403, 'key_suspended'], `round ${round}: suspended`);
+      assert.equal((await patch(key_id, { status: 'active', daily_limit: 2 })).status, 200);
+      assert.deepEqual(await code(await chat()), [200, null], `round ${round}: reinstated, one of two left today`);
+      assert.deepEqual(await code(await chat()), [429, 'daily_limit_reached'], `round ${round}: limited`);
+      assert.equal((await call(t.url, 'DELETE', `/admin/keys/${key_id}`, { token: ADMIN })).status, 200);
+      assert.deepEqual(await code(await chat()), [401, 'key_revoked'], `round ${round}: revoked`);
+    }
+
+    const host = t.portal.gateway!;
+    const before = host.thread!;
+    const known = await newKey();
+    await before.terminate();
+    const issuedWhileDown = await newKey(); // the next thread starts with every key
+    const ok = async (key: string) => { try { return (await post(gw, '/v1/chat/completions', key, { messages: [] })).status === 200; } catch { return false; } };
+    await waitFor(() => ok(known.key), 'the gateway is back on its port');
+    assert.ok(await ok(issuedWhileDown.key));
+    assert.notEqual(host.thread, before);
+    assert.match(t.logs.text(), /"module":"gateway".*the gateway thread stopped; starting it again in 1 s/);
+  });
+
   it('answers 502 in the caller’s shape while CLIProxyAPI is down', async () => {
     const { key } = await newKey();
     await t.fake.stop();

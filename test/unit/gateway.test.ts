@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { MessageChannel } from 'node:worker_threads';
 import fc from 'fast-check';
 import { duration, StartTimes } from '../../src/gateway/admission.js';
+import { ChangeReceiver, ChangeSender } from '../../src/gateway/changes.js';
 import { candidates, stripOthers } from '../../src/gateway/credentials.js';
+import { semiSpaceFlag } from '../../src/gateway/host.js';
 import { geminiModel, ModelScanner } from '../../src/gateway/model-scan.js';
 import { modelAllowed } from '../../src/gateway/server.js';
 import { seededFc } from '../support/random.js';
@@ -87,5 +90,43 @@ describe('the start times an rpm_limit counts', () => {
         if (model.length) assert.equal(ring.oldest(), model[0]);
       }
     }), seededFc('rpm start times', 500));
+  });
+});
+
+describe('changes sent to the gateway’s thread', () => {
+  it('are applied, all and in order, when the receiver catches up, with no turn of its event loop in between', async () => {
+    const { port1, port2 } = new MessageChannel();
+    const sender = new ChangeSender<number>(port1);
+    sender.post(-1); // made before the receiver exists: applied as it starts
+    const seen: number[] = [];
+    const receiver = new ChangeReceiver<number>(sender.shared, port2, (n) => seen.push(n));
+    try {
+      assert.deepEqual(seen, [-1]);
+      let next = 0;
+      for (let round = 0; round < 50; round++) {
+        for (let i = 0; i < 1 + (round % 7) * 3; i++) sender.post(next++);
+        receiver.catchUp();
+        assert.equal(seen.length, next + 1, `round ${round}: every change posted so far`);
+      }
+      assert.deepEqual(seen, [-1, ...Array.from({ length: next }, (_, i) => i)]);
+      // With no one catching up, the receiver's event loop delivers them.
+      sender.post(next++);
+      sender.post(next++);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.deepEqual(seen.slice(-2), [next - 2, next - 1]);
+    } finally {
+      receiver.close();
+      sender.close();
+    }
+  });
+});
+
+describe('the semi-space size node was started with (put back after the gateway’s thread has its own)', () => {
+  it('is read from node’s arguments and NODE_OPTIONS, in both spellings, the last one winning', () => {
+    assert.equal(semiSpaceFlag([]), 0);
+    assert.equal(semiSpaceFlag(['--max-semi-space-size=4']), 4);
+    assert.equal(semiSpaceFlag(['--max_semi_space_size', '32', '--expose-gc']), 32);
+    assert.equal(semiSpaceFlag(['--max-semi-space-size=4', '', '--max-semi-space-size=8']), 8);
+    assert.equal(semiSpaceFlag(['--max-old-space-size=512']), 0);
   });
 });

@@ -22,7 +22,7 @@ export function healthRouter(deps: WebDeps): Router {
   /** GET /metrics: Prometheus text format, for the admin token (or session) or METRICS_TOKEN. */
   r.get('/metrics', async (req, res) => {
     if (!deps.auth.privileged(req)) throw fail('metrics_token_required', {}, BEARER);
-    res.set('Content-Type', deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
+    res.set('Content-Type', deps.metrics.contentType).send(await deps.metrics.text());
   });
   return r;
 }

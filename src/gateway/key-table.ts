@@ -1,0 +1,47 @@
+import { keyIdOf, sameKey } from '../keys/format.js';
+import type { KeyRecord } from '../store/key-files.js';
+
+/** What the gateway reads of a key's record: its state and its limits. */
+export type GatedRecord = Pick<KeyRecord, 'status' | 'expires_at' | 'suspension' | 'quota_reset' | 'daily_limit' | 'daily_token_limit'
+  | 'rpm_limit' | 'max_concurrency' | 'allowed_models'>;
+
+/** The part of a record the gateway's thread is sent (a copy of every issued key's would double their memory). */
+export function gated(r: KeyRecord): GatedRecord {
+  return {
+    status: r.status, expires_at: r.expires_at ?? null, suspension: r.suspension ?? null, quota_reset: r.quota_reset ?? null,
+    daily_limit: r.daily_limit, daily_token_limit: r.daily_token_limit,
+    rpm_limit: r.rpm_limit ?? 0, max_concurrency: r.max_concurrency ?? 0, allowed_models: r.allowed_models ?? [],
+  };
+}
+
+/** The issued key a presented secret is (compared in constant time), with what the gateway reads of it. */
+export interface KeyMatcher {
+  match(secret: string): { key: string; record: GatedRecord } | undefined;
+}
+
+/**
+ * The gateway thread's copy of the issued keys, kept by the messages of the main thread (where
+ * the key store is). Found as KeyService.match finds them: by the public key id, then the full
+ * key compared in constant time. Unused pool keys are not in it.
+ */
+export class KeyTable implements KeyMatcher {
+  private readonly byId = new Map<string, { key: string; record: GatedRecord }>();
+
+  constructor(private readonly prefix: string) {}
+
+  get size(): number { return this.byId.size; }
+
+  set(key: string, record: GatedRecord): void {
+    this.byId.set(keyIdOf(this.prefix, key), { key, record });
+  }
+
+  replace(entries: Iterable<[string, GatedRecord]>): void {
+    this.byId.clear();
+    for (const [k, r] of entries) this.set(k, r);
+  }
+
+  match(secret: string): { key: string; record: GatedRecord } | undefined {
+    const hit = this.byId.get(keyIdOf(this.prefix, secret));
+    return hit && sameKey(hit.key, secret) ? hit : undefined;
+  }
+}
