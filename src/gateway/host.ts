@@ -144,15 +144,24 @@ export class GatewayHost {
         for (const answer of this.waiting.values()) answer('');
         this.waiting.clear();
         if (!listening) { reject(new Error(`the gateway thread stopped before it listened (exit code ${code})`)); return; }
-        if (this.stopping) return;
-        const wait = Math.min(RESTART_MAX_MS, 1000 * 2 ** this.restarts++);
-        this.d.log.error({ module: 'gateway', exit_code: code }, `the gateway thread stopped; starting it again in ${wait / 1000} s`);
-        this.restartTimer = setTimeout(() => {
-          this.restartTimer = null;
-          this.spawn().catch((err: Error) => this.d.log.error({ module: 'gateway', err }, 'the gateway thread could not be started again'));
-        }, wait);
+        this.d.log.error({ module: 'gateway', exit_code: code }, 'the gateway thread stopped');
+        this.restart();
       });
     });
+  }
+
+  /** Starts the thread again after a while (longer after each failure, up to RESTART_MAX_MS), until it listens. */
+  private restart(): void {
+    if (this.stopping) return;
+    const wait = Math.min(RESTART_MAX_MS, 1000 * 2 ** this.restarts++);
+    this.d.log.warn({ module: 'gateway' }, `starting the gateway thread again in ${wait / 1000} s`);
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      this.spawn().catch((err: Error) => {
+        this.d.log.error({ module: 'gateway', err }, 'the gateway thread could not be started again');
+        this.restart();
+      });
+    }, wait);
   }
 
   private log(level: string, args: unknown[]): void {

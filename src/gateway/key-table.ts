@@ -5,8 +5,22 @@ import type { KeyRecord } from '../store/key-files.js';
 export type GatedRecord = Pick<KeyRecord, 'status' | 'expires_at' | 'suspension' | 'quota_reset' | 'daily_limit' | 'daily_token_limit'
   | 'rpm_limit' | 'max_concurrency' | 'allowed_models'>;
 
+/** Records without limits or dates, one per status: most keys' (shared, also across the copy to the thread). */
+const PLAIN = new Map<string, GatedRecord>();
+
 /** The part of a record the gateway's thread is sent (a copy of every issued key's would double their memory). */
 export function gated(r: KeyRecord): GatedRecord {
+  const plain = !r.expires_at && !r.suspension && !r.quota_reset && !r.daily_limit && !r.daily_token_limit && !r.rpm_limit
+    && !r.max_concurrency && !r.allowed_models?.length;
+  if (plain) {
+    let shared = PLAIN.get(r.status);
+    if (!shared) PLAIN.set(r.status, shared = Object.freeze(gatedCopy(r)));
+    return shared;
+  }
+  return gatedCopy(r);
+}
+
+function gatedCopy(r: KeyRecord): GatedRecord {
   return {
     status: r.status, expires_at: r.expires_at ?? null, suspension: r.suspension ?? null, quota_reset: r.quota_reset ?? null,
     daily_limit: r.daily_limit, daily_token_limit: r.daily_token_limit,

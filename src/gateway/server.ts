@@ -240,7 +240,13 @@ export class Gateway {
   }
 
   private admitAndForward(req: IncomingMessage, res: ServerResponse, who: Identified, o: Outbound): void {
-    const lease = this.d.admission.admit(who.keyId, who.record);
+    let lease: Lease | Refused;
+    try {
+      lease = this.d.admission.admit(who.keyId, who.record);
+    } catch (err) { // today's usage cannot be read (usage.db): the limit cannot be checked
+      this.d.log.error({ module: 'gateway', err, key_id: who.keyId }, 'could not read today\'s usage to check a limit');
+      lease = problem(503, 'unavailable', 'usage_unavailable', 'The portal cannot check this key\'s daily limit right now. Try again shortly.');
+    }
     if (isRefused(lease)) return this.refuse(res, o.dialect, lease, o.finished);
     this.forward(req, res, { ...o, lease });
   }

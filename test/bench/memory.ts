@@ -20,10 +20,10 @@ export const START_FLAGS = startFlags();
  */
 const DEPLOYED_ENV = { MALLOC_ARENA_MAX: '2' };
 
-function sample(dataDir: string, url: string, env: Record<string, string> = {}): Promise<Sample> {
+function sample(dataDir: string, url: string, env: Record<string, string> = {}, gateway = false): Promise<Sample> {
   const child = fileURLToPath(new URL('./rss-child.js', import.meta.url));
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['--expose-gc', ...START_FLAGS, child, dataDir, url], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+    const p = spawn(process.execPath, ['--expose-gc', ...START_FLAGS, child, dataDir, url, ...(gateway ? ['gateway'] : [])], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
     let out = '';
     p.stdout.on('data', (d) => { out += d; });
     p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as Sample) : reject(new Error(`rss child exited ${code}`))));
@@ -47,9 +47,11 @@ export async function benchMemory(): Promise<void> {
     const loaded = await sample(full, fake.url);
     const deployedBase = await sample(empty, fake.url, DEPLOYED_ENV);
     const deployed = await sample(full, fake.url, DEPLOYED_ENV);
+    const withGateway = await sample(full, fake.url, DEPLOYED_ENV, true);
     printRows(`Resident memory (the portal process with npm start's flags ${START_FLAGS.join(' ')}, after start-up, one registration, its start-up work settled and a GC)`, [
       { name: `RSS with ${fmt(loaded.keys)} issued keys (25k users)`, value: mb(loaded.rss), target: '≤ 150 MB', baseline: `${mb(base.rss)} with no keys`, ratio: `${fmt(loaded.rss / base.rss, 2)}×` },
       { name: 'the same with MALLOC_ARENA_MAX=2', value: mb(deployed.rss), target: '≤ 150 MB', baseline: `${mb(deployedBase.rss)} with no keys; the Docker image and the systemd unit set it`, ratio: `${fmt(deployed.rss / deployedBase.rss, 2)}×` },
+      { name: 'the same with the gateway on (GATEWAY_PORT)', value: mb(withGateway.rss), baseline: `${mb(deployed.rss)} without: its thread, its heap and its copy of the keys`, ratio: `+${mb(withGateway.rss - deployed.rss)}` },
       { name: 'JS heap used', value: mb(loaded.heapUsed), baseline: mb(base.heapUsed) },
     ]);
   } finally {

@@ -5,7 +5,17 @@ import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import WebSocket from 'ws';
 import { Browser } from '../support/browser-client.js';
-import { ADMIN, call, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+import { pino } from 'pino';
+import { systemClock } from '../../src/clock.js';
+import { Admission } from '../../src/gateway/admission.js';
+import { gated } from '../../src/gateway/key-table.js';
+import { Gateway } from '../../src/gateway/server.js';
+import type { KeyRecord } from '../../src/store/key-files.js';
+import { Zone } from '../../src/time/zone.js';
+import { FakeCliproxy } from '../support/fake-cliproxy.js';
+import { ADMIN, call, LogCapture, startTestPortal, waitFor, type TestPortal } from '../support/harness.js';
+
+const PREFIX = 'usr_pool_';
 
 /** The gateway in front of the fake CLIProxyAPI, over real sockets. */
 describe('the gateway', () => {
@@ -325,7 +335,7 @@ describe('the gateway', () => {
     await waitFor(() => ok(known.key), 'the gateway is back on its port');
     assert.ok(await ok(issuedWhileDown.key));
     assert.notEqual(host.thread, before);
-    assert.match(t.logs.text(), /"module":"gateway".*the gateway thread stopped; starting it again in 1 s/);
+    assert.match(t.logs.text(), /"module":"gateway".*the gateway thread stopped.*\n.*starting the gateway thread again in 1 s/);
   });
 
   it('answers 502 in the caller’s shape while CLIProxyAPI is down', async () => {
@@ -339,6 +349,40 @@ describe('the gateway', () => {
       assert.deepEqual([m.status, ((await m.json()) as { type: string }).type], [502, 'error']);
     } finally {
       await t.fake.listen();
+    }
+  });
+});
+
+describe('the gateway when today’s usage cannot be read', () => {
+  it('answers 503 in the caller’s shape for a key with a daily limit, logs why, and goes on serving', async () => {
+    const limited = `${PREFIX}0001_${'a'.repeat(48)}`;
+    const open = `${PREFIX}0002_${'b'.repeat(48)}`;
+    const fake = await FakeCliproxy.start({ apiKeys: [limited, open] });
+    const records = new Map([[limited, gated({ status: 'active', daily_limit: 5, daily_token_limit: 0 } as KeyRecord)], [open, gated({ status: 'active', daily_limit: 0, daily_token_limit: 0 } as KeyRecord)]]);
+    const broken = { day: () => { throw new Error('SQLITE_IOERR: disk I/O error'); }, since: () => { throw new Error('SQLITE_IOERR'); } };
+    const logs = new LogCapture();
+    const zone = new Zone('UTC');
+    const gateway = new Gateway({
+      upstream: fake.url, keys: { match: (k) => (records.has(k) ? { key: k, record: records.get(k)! } : undefined) },
+      admission: new Admission({ usage: broken, zone, clock: systemClock }), log: pino(logs), prefix: PREFIX, zone, clock: systemClock,
+      connectTimeoutMs: 2000, headersTimeoutMs: 5000, bodyTimeoutMs: 5000,
+    });
+    const port = await gateway.listen(0, '127.0.0.1');
+    try {
+      const send = (key: string, path = '/v1/chat/completions') => fetch(`http://127.0.0.1:${port}${path}`, {
+        method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${key}` }, body: JSON.stringify({ model: 'fake-chat', messages: [] }),
+      });
+      const r = await send(limited);
+      assert.equal(r.status, 503);
+      assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'usage_unavailable');
+      const m = await send(limited, '/v1/messages');
+      assert.deepEqual([m.status, ((await m.json()) as { type: string; error: { type: string } }).error.type], [503, 'api_error']);
+      assert.match(logs.text(), /could not read today's usage to check a limit/);
+      assert.equal((await send(open)).status, 200, 'a key without a limit needs no usage');
+      assert.equal(fake.served.get(limited) ?? 0, 0, 'nothing unchecked reached CLIProxyAPI');
+    } finally {
+      await gateway.close();
+      await fake.stop();
     }
   });
 });
