@@ -18,8 +18,8 @@ function pin(pid: number | undefined, cpus: string): void {
   try { execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' }); } catch { /* no taskset: unpinned */ }
 }
 
-function child(args: string[], env: Record<string, string> = {}, cpus?: string, flags: string[] = []): Promise<{ proc: ChildProcess; out: Record<string, number> }> {
-  const proc = spawn(process.execPath, [...flags, CHILD, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+function child(args: string[], env: Record<string, string> = {}, cpus?: string): Promise<{ proc: ChildProcess; out: Record<string, number> }> {
+  const proc = spawn(process.execPath, [CHILD, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   if (cpus) pin(proc.pid, cpus);
   return new Promise((resolve, reject) => {
     let buf = '';
@@ -59,7 +59,7 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-const ROUNDS = 3;
+const ROUNDS = 5;
 
 /**
  * The gateway against a minimal local upstream measured directly in the same run, and against a
@@ -70,15 +70,13 @@ const ROUNDS = 3;
  * read from /proc as well: on a shared machine req/s moves between runs far more than CPU per
  * request does.
  *
- * Two more baselines say where the gateway's cost comes from: the bare proxy under npm start's V8
- * flags (the portal's small young generation), and the gateway's own code alone in a process of
- * its own (no portal heap around it).
+ * One more baseline: the gateway's own code alone in a process of its own, with one key and no
+ * portal around it — the best its thread in the portal can do.
  */
 export async function benchGateway(): Promise<void> {
   const upstream = await child(['upstream'], {}, '1');
   const up = `http://127.0.0.1:${upstream.out.port}`;
   const bare = await child(['bare', up], {}, '0');
-  const bareFlags = await child(['bare', up], {}, '0', START_FLAGS);
   const dir = await tempDir('kp-bench-gateway-');
   const gatewayPort = await freePort();
   // No management key: the portal calls nothing on the minimal upstream; its keys stay pending, which the gateway forwards.
@@ -98,7 +96,6 @@ export async function benchGateway(): Promise<void> {
     const targets = {
       direct: { url: up, pid: undefined },
       bare: { url: bareUrl, pid: bare.proc.pid },
-      bareFlags: { url: url(bareFlags.out.port!), pid: bareFlags.proc.pid },
       alone: { url: url(alone.out.port!), pid: alone.proc.pid },
       gateway: { url: gw, pid: portal.child.pid },
     };
@@ -126,10 +123,8 @@ export async function benchGateway(): Promise<void> {
         baseline: `direct ${fmt(rps('direct'))} req/s, bare proxy ${fmt(rps('bare'))} req/s`,
         ratio: `${fmt(rps('gateway') / rps('bare'), 2)} of bare (rounds: ${perRound}), ${fmt(rps('gateway') / rps('direct'), 2)} of direct; non-2xx ${runs.gateway.reduce((n, r) => n + r.non2xx, 0)}, errors ${runs.gateway.reduce((n, r) => n + r.errors, 0)}` },
       { name: 'CPU per request, concurrency 64', value: cpuText('gateway'), baseline: `bare proxy: ${cpuText('bare')}` },
-      { name: 'bare proxy under npm start’s V8 flags', value: `${fmt(rps('bareFlags'))} req/s`, baseline: `${START_FLAGS.join(' ')}; ${cpuText('bareFlags')}`,
-        ratio: `gateway ${fmt(rps('gateway') / rps('bareFlags'), 2)} of it` },
-      { name: 'the gateway’s code alone, own process', value: `${fmt(rps('alone'))} req/s`, baseline: `V8's default young generation, no portal heap; ${cpuText('alone')}`,
-        ratio: `${fmt(rps('alone') / rps('bare'), 2)} of bare` },
+      { name: 'the gateway’s code alone, own process', value: `${fmt(rps('alone'))} req/s`, baseline: `one key, no portal around it; ${cpuText('alone')}`,
+        ratio: `${fmt(rps('alone') / rps('bare'), 2)} of bare; the gateway in the portal ${fmt(rps('gateway') / rps('alone'), 2)} of it` },
       { name: 'added time to a stream’s first byte: p50', value: us(ttfb.gateway.p50! - ttfb.direct.p50!),
         baseline: `direct p50 ${us(ttfb.direct.p50!)}, p99 added ${us(ttfb.gateway.p99! - ttfb.direct.p99!)}` },
     ]);
@@ -137,7 +132,6 @@ export async function benchGateway(): Promise<void> {
     await killHard(portal.child);
     upstream.proc.kill();
     bare.proc.kill();
-    bareFlags.proc.kill();
     alone?.proc.kill();
     await rm(dir, { recursive: true, force: true });
   }
