@@ -186,7 +186,7 @@ export async function startPortal(config: Config, opts: StartOptions = {}): Prom
     let gateway: GatewayHost | null = null;
     if (config.GATEWAY_PORT !== undefined) {
       const g = gateway = await GatewayHost.start({
-        config, port: config.GATEWAY_PORT, usageFile: usageStore.file, store, events, clock, log: log.child({ module: 'gateway' }),
+        config, port: config.GATEWAY_PORT, usageFile: usageStore.file, store, events, clock, log, // its lines name their module
       });
       cleanups.push(() => g.close());
       metrics.addSource(() => g.metricsText());
