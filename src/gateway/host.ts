@@ -128,7 +128,6 @@ export class GatewayHost {
             ? `Port ${this.port} on ${c.HOST} is already in use: set GATEWAY_PORT to a free port` : `the gateway cannot listen: ${m.message}`), { code: m.code })); break;
           case 'log': this.log(m.level, m.args); break;
           case 'metrics': this.waiting.get(m.id)?.(m.text); this.waiting.delete(m.id); break;
-          case 'closed': break;
         }
       });
       worker.on('error', (err) => {

@@ -47,8 +47,7 @@ export type WorkerReport =
   | { t: 'listening'; port: number }
   | { t: 'listen-failed'; message: string; code?: string }
   | { t: 'log'; level: string; args: unknown[] }
-  | { t: 'metrics'; id: number; text: string }
-  | { t: 'closed' };
+  | { t: 'metrics'; id: number; text: string };
 
 const d = workerData as GatewayWorkerData;
 const report = (m: WorkerReport) => parentPort!.postMessage(m);
@@ -89,7 +88,6 @@ parentPort!.on('message', (m: HostRequest) => {
     void gateway.close().finally(() => {
       usage.close();
       changes.close();
-      report({ t: 'closed' });
       parentPort!.close();
     });
   }

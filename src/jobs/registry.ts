@@ -54,10 +54,10 @@ export class JobRegistry {
     return p;
   }
 
-  /** Runs a job once after `delayMs` (a follow-up), unless one is already due; cancelled by stop(). */
   /** Whether a run of `name` is set for soon (runSoon) and has not started yet. */
   dueSoon(name: string): boolean { return this.soon.has(name); }
 
+  /** Runs a job once after `delayMs` (a follow-up), unless one is already due; cancelled by stop(). */
   runSoon(name: string, delayMs: number): void {
     if (this.stopped || this.soon.has(name)) return;
     const timer = setTimeout(() => { this.soon.delete(name); void this.runNow(name); }, delayMs);
