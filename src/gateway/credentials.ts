@@ -5,6 +5,9 @@ export type KeyPlace = 'authorization' | 'x-goog-api-key' | 'x-api-key' | 'key' 
 
 export interface Candidate { place: KeyPlace; value: string }
 
+const BEARER = /^bearer\s+/i;
+const KEY_HEADERS = ['authorization', 'x-goog-api-key', 'x-api-key'] as const;
+
 /**
  * The key candidates of a request, in CLIProxyAPI's order: `Authorization` (`Bearer ` stripped, else
  * the value as is), `X-Goog-Api-Key`, `X-Api-Key`, `?key=`, `?auth_token=`.
@@ -12,7 +15,7 @@ export interface Candidate { place: KeyPlace; value: string }
 export function candidates(headers: IncomingHttpHeaders, rawQuery: string): Candidate[] {
   const out: Candidate[] = [];
   const auth = headers.authorization;
-  if (auth) out.push({ place: 'authorization', value: /^bearer\s+/i.test(auth) ? auth.replace(/^bearer\s+/i, '') : auth });
+  if (auth) out.push({ place: 'authorization', value: auth.replace(BEARER, '') });
   for (const h of ['x-goog-api-key', 'x-api-key'] as const) {
     const v = headers[h];
     if (typeof v === 'string' && v) out.push({ place: h, value: v });
@@ -27,13 +30,23 @@ export function candidates(headers: IncomingHttpHeaders, rawQuery: string): Cand
   return out;
 }
 
+/** The headers that may carry a key other than `keep`. */
+export function otherKeyHeaders(keep: KeyPlace): string[] {
+  return KEY_HEADERS.filter((h) => h !== keep);
+}
+
 /**
  * Removes every key candidate but `keep` from the headers (in place) and from the raw query string
  * (the rest of which stays byte for byte), so CLIProxyAPI authenticates the request as the key the
  * gateway checked and no other. Returns the query string to send, without its `?`.
  */
 export function stripOthers(headers: Record<string, string | string[] | undefined>, rawQuery: string, keep: KeyPlace): string {
-  for (const h of ['authorization', 'x-goog-api-key', 'x-api-key'] as const) if (h !== keep) delete headers[h];
+  for (const h of otherKeyHeaders(keep)) delete headers[h];
+  return queryWithoutOthers(rawQuery, keep);
+}
+
+/** The raw query string without the key parameters other than `keep`, the rest byte for byte. */
+export function queryWithoutOthers(rawQuery: string, keep: KeyPlace): string {
   if (!rawQuery) return rawQuery;
   return rawQuery.split('&').filter((part) => {
     const name = nameOf(part);

@@ -143,6 +143,7 @@ export class GatewayHost {
         for (const answer of this.waiting.values()) answer('');
         this.waiting.clear();
         if (!listening) { reject(new Error(`the gateway thread stopped before it listened (exit code ${code})`)); return; }
+        if (this.stopping) return; // close() asked it to
         this.d.log.error({ module: 'gateway', exit_code: code }, 'the gateway thread stopped');
         this.restart();
       });

@@ -28,9 +28,12 @@ function gatedCopy(r: KeyRecord): GatedRecord {
   };
 }
 
-/** The issued key a presented secret is (compared in constant time), with what the gateway reads of it. */
+/** An issued key, its public id, and what the gateway reads of its record. */
+export interface GatedKey { id: string; key: string; record: GatedRecord }
+
+/** The issued key a presented secret is (compared in constant time). */
 export interface KeyMatcher {
-  match(secret: string): { key: string; record: GatedRecord } | undefined;
+  match(secret: string): GatedKey | undefined;
 }
 
 /**
@@ -39,14 +42,15 @@ export interface KeyMatcher {
  * key compared in constant time. Unused pool keys are not in it.
  */
 export class KeyTable implements KeyMatcher {
-  private readonly byId = new Map<string, { key: string; record: GatedRecord }>();
+  private readonly byId = new Map<string, GatedKey>();
 
   constructor(private readonly prefix: string) {}
 
   get size(): number { return this.byId.size; }
 
   set(key: string, record: GatedRecord): void {
-    this.byId.set(keyIdOf(this.prefix, key), { key, record });
+    const id = keyIdOf(this.prefix, key);
+    this.byId.set(id, { id, key, record });
   }
 
   replace(entries: Iterable<[string, GatedRecord]>): void {
@@ -54,7 +58,7 @@ export class KeyTable implements KeyMatcher {
     for (const [k, r] of entries) this.set(k, r);
   }
 
-  match(secret: string): { key: string; record: GatedRecord } | undefined {
+  match(secret: string): GatedKey | undefined {
     const hit = this.byId.get(keyIdOf(this.prefix, secret));
     return hit && sameKey(hit.key, secret) ? hit : undefined;
   }

@@ -3,13 +3,12 @@ import net, { type Socket } from 'node:net';
 import { Readable, type Duplex } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import type { Logger } from '../log.js';
-import { keyIdOf } from '../keys/format.js';
 import { type Admission, isRefused, type Lease, limitReached, type Refused } from './admission.js';
 import type { Clock } from '../clock.js';
 import type { GatewayMetrics } from '../metrics.js';
 import type { GatedRecord, KeyMatcher } from './key-table.js';
 import type { Zone } from '../time/zone.js';
-import { candidates, stripOthers, type Candidate } from './credentials.js';
+import { candidates, type Candidate, type KeyPlace, otherKeyHeaders, queryWithoutOthers, stripOthers } from './credentials.js';
 import { geminiModel, ModelScanner } from './model-scan.js';
 import { dialectOf, errorBody, type Dialect, type Refusal } from './shapes.js';
 
@@ -27,7 +26,6 @@ export interface GatewayDeps {
   keys: KeyMatcher;
   admission: Admission;
   log: Logger;
-  prefix: string;
   zone: Zone;
   clock: Clock;
   metrics?: GatewayMetrics;
@@ -39,48 +37,86 @@ export interface GatewayDeps {
 }
 
 type Headers = Record<string, string | string[] | undefined>;
-/** Called once when a request's answer is over (or the client left), with its status. */
-type Finished = (status: number) => void;
-const NOT_TIMED: Finished = () => undefined;
 type Identified = { found: Candidate; keyId: string; record: GatedRecord };
-interface Outbound { path: string; headers: Headers; dialect: Dialect; body: Readable | null; finished: Finished }
+/** A request to forward; `start` is when it arrived (performance.now()), for its duration. */
+interface Outbound { path: string; headers: Headers; dialect: Dialect; body: Readable | null; start: number }
 
-function withoutHopByHop(headers: IncomingMessage['headers'] | Record<string, string | string[] | undefined>): Headers {
+/** What a Connection header of these common values names: no header beyond the hop-by-hop ones. */
+const KEEP_ALIVE: readonly string[] = ['keep-alive'];
+const CLOSE: readonly string[] = ['close'];
+
+/** The header names a Connection header lists: they are hop-by-hop too. */
+function connectionOptions(value: string | string[]): readonly string[] {
+  if (value === 'keep-alive') return KEEP_ALIVE;
+  if (value === 'close') return CLOSE;
+  return String(value).toLowerCase().split(',').map((s) => s.trim());
+}
+
+/**
+ * What is not forwarded of a request's headers beyond the hop-by-hop ones, by where its key was
+ * found: `host` (undici sets CLIProxyAPI's), and the key headers but the one checked.
+ */
+const dropped = (keep: KeyPlace): ReadonlySet<string> => new Set(['host', ...otherKeyHeaders(keep)]);
+const DROPPED: Record<KeyPlace, ReadonlySet<string>> = {
+  authorization: dropped('authorization'), 'x-goog-api-key': dropped('x-goog-api-key'), 'x-api-key': dropped('x-api-key'), key: dropped('key'), auth_token: dropped('auth_token'),
+};
+const HOST_ONLY: ReadonlySet<string> = new Set(['host']);
+
+/**
+ * A copy of `headers` without the hop-by-hop ones and without `drop`. Built by adding, never by
+ * deleting: an object a property was deleted from is a slow dictionary for every read after it
+ * (and undici reads each header of each request).
+ */
+function forwardable(headers: IncomingHttpHeaders | Headers, drop: ReadonlySet<string> | null): Headers {
   const connection = headers.connection;
-  const named = connection ? String(connection).toLowerCase().split(',').map((s) => s.trim()) : null;
+  const named = connection ? connectionOptions(connection) : null;
   const out: Headers = {};
   for (const k in headers) {
     const v = headers[k];
-    if (v === undefined || HOP_BY_HOP.has(k) || (named !== null && named.includes(k))) continue;
+    if (v === undefined || HOP_BY_HOP.has(k) || (named !== null && named.includes(k)) || (drop !== null && drop.has(k))) continue;
     out[k] = v;
   }
   return out;
 }
 
+/** Records how long a request took, by the status it was answered with. */
+function timed(d: GatewayDeps, status: number, start: number): void {
+  d.metrics?.timed(status, (performance.now() - start) / 1000);
+}
+
 /**
  * One forwarded request as undici reports it: the answer's head and chunks written to the client
  * as they come (pausing CLIProxyAPI's side while the client is slow), the lease released once, with
- * whether it succeeded. No AbortController per request: a client that leaves aborts through the
- * dispatch controller.
+ * whether it succeeded, the duration recorded once. No AbortController per request: a client that
+ * leaves aborts through the dispatch controller. No listener on each response either (one cost some
+ * 4 µs of CPU a request under load, BENCHMARKS.md): the connection's `close` reaches every request
+ * under way on it, pipelined ones queued behind the first too (`clientGone`).
  */
 class Forwarding implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | null = null;
   private gone = false;
   private status = 0;
+  private over = false;
 
-  constructor(private readonly res: ServerResponse, private readonly lease: Lease | null, private readonly failed: (err: Error & { code?: string }) => void,
-    finished: Finished) {
-    // The one listener a forwarded request adds: the duration, and a client that left before the answer was whole.
-    res.on('close', () => {
-      if (!res.writableFinished) this.clientGone();
-      finished(res.statusCode);
-    });
+  constructor(private readonly d: GatewayDeps, private readonly res: ServerResponse, private readonly dialect: Dialect,
+    private readonly lease: Lease | null, private readonly start: number, private readonly onConnection: Set<Forwarding>) {
+    onConnection.add(this);
   }
 
-  private clientGone(): void {
+  /** The client's connection closed before the answer was whole: CLIProxyAPI's request is aborted, its unit given back. */
+  clientGone(): void {
+    if (this.over) return;
     this.gone = true;
     this.lease?.release(false);
     this.controller?.abort(new Error('the client went away'));
+    this.ended(this.res.statusCode);
+  }
+
+  private ended(status: number): void {
+    if (this.over) return;
+    this.over = true;
+    this.onConnection.delete(this);
+    timed(this.d, status, this.start);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -91,7 +127,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
   onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200) return; // 1xx: informational, the answer is still to come
     this.status = statusCode;
-    const out = withoutHopByHop(headers);
+    const out = forwardable(headers, null);
     if (this.lease) for (const k in this.lease.headers) out[k] ??= this.lease.headers[k];
     this.res.writeHead(statusCode, out as http.OutgoingHttpHeaders);
     // A stream's first event may be a while coming: the client sees the answer begin at once.
@@ -108,13 +144,20 @@ class Forwarding implements Dispatcher.DispatchHandler {
   onResponseEnd(): void {
     this.res.end();
     this.lease?.release(this.status < 400);
+    this.ended(this.status);
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error & { code?: string }): void {
     this.lease?.release(false);
     if (this.gone) return; // the client left: nothing to answer
-    if (this.res.headersSent) { this.res.destroy(err); return; }
-    this.failed(err);
+    if (this.res.headersSent) { this.res.destroy(err); this.ended(this.status); return; }
+    const timeout = err.code === 'UND_ERR_HEADERS_TIMEOUT' || err.code === 'UND_ERR_CONNECT_TIMEOUT' || err.code === 'UND_ERR_BODY_TIMEOUT';
+    this.d.log.warn({ module: 'gateway', err: { code: err.code, message: err.message } }, 'CLIProxyAPI did not answer');
+    const r = timeout
+      ? problem(504, 'timeout', 'upstream_timeout', 'CLIProxyAPI did not answer in time.')
+      : problem(502, 'unavailable', 'upstream_unreachable', 'CLIProxyAPI cannot be reached right now. Try again shortly.');
+    send(this.res, this.dialect, r);
+    this.ended(r.status);
   }
 }
 
@@ -127,8 +170,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
 export class Gateway {
   private readonly pool: Pool;
   private readonly upstream: URL;
-  /** The duration histogram's child per status code: prom-client hashes the labels on every observe otherwise. */
-  private readonly timers = new Map<number, { observe(seconds: number): void }>();
+  /** The requests being forwarded, by the client connection they came on (while it is open). */
+  private readonly connections = new WeakMap<Socket, Set<Forwarding>>();
   server: Server | null = null;
 
   constructor(private readonly d: GatewayDeps) {
@@ -142,6 +185,14 @@ export class Gateway {
   async listen(port: number, host: string): Promise<number> {
     const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, (req, res) => this.handle(req, res));
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket as Socket, head));
+    server.on('connection', (socket: Socket) => {
+      const forwarding = new Set<Forwarding>();
+      this.connections.set(socket, forwarding);
+      socket.once('close', () => {
+        this.connections.delete(socket);
+        for (const f of forwarding) f.clientGone();
+      });
+    });
     server.on('clientError', (_err, socket) => { if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n'); else socket.destroy(); });
     this.server = server;
     await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(port, host, () => { server.off('error', reject); resolve(); }); });
@@ -167,7 +218,7 @@ export class Gateway {
     for (const c of presented) {
       const hit = this.d.keys.match(c.value.trim());
       if (!hit) continue;
-      const keyId = keyIdOf(this.d.prefix, hit.key);
+      const keyId = hit.id;
       const r = hit.record;
       if (r.status === 'revoked') return problem(401, 'authentication', 'key_revoked', `Key ${keyId} was revoked. Ask for a new one.`);
       if (r.expires_at && Date.parse(r.expires_at) <= this.d.clock.now()) return problem(403, 'permission', 'key_expired', `Key ${keyId} expired at ${this.d.zone.format(Date.parse(r.expires_at))}.`);
@@ -179,21 +230,9 @@ export class Gateway {
         }
         return problem(403, 'permission', 'key_suspended', `Key ${keyId} is suspended by an admin.`);
       }
-      return { found: { ...c, value: c.value }, keyId, record: r };
+      return { found: c, keyId, record: r };
     }
     return problem(401, 'authentication', 'invalid_api_key', 'This API key is not known here. Check it, or ask for a new one.');
-  }
-
-  /** How a request's duration is recorded when it is over (nothing without metrics). */
-  private timer(): Finished {
-    const metrics = this.d.metrics;
-    if (!metrics) return NOT_TIMED;
-    const start = performance.now();
-    return (status) => {
-      let child = this.timers.get(status);
-      if (!child) this.timers.set(status, child = metrics.durations.labels(String(status)));
-      child.observe((performance.now() - start) / 1000);
-    };
   }
 
   /**
@@ -203,38 +242,38 @@ export class Gateway {
    */
   private handle(req: IncomingMessage, res: ServerResponse): void {
     this.d.beforeRequest?.();
-    const finished = this.timer();
+    const start = performance.now();
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     const rawQuery = q < 0 ? '' : url.slice(q + 1);
     const dialect = dialectOf(path);
-    if (path === '/healthz') { this.forward(req, res, { path: url, headers: withoutHopByHop(req.headers), dialect, body: null, lease: null, finished }); return; }
+    if (path === '/healthz') { this.forward(req, res, { path: url, headers: forwardable(req.headers, HOST_ONLY), dialect, body: null, start }, null); return; }
     if (!FORWARDED.some((p) => path.startsWith(p))) {
-      return this.refuse(res, dialect, problem(404, 'not_found', 'not_found', `${path} is not an API this gateway serves.`), finished);
+      return this.refuse(res, dialect, problem(404, 'not_found', 'not_found', `${path} is not an API this gateway serves.`), start);
     }
     const who = this.identify(req, rawQuery);
-    if ('status' in who) return this.refuse(res, dialect, who, finished);
-    const headers = withoutHopByHop(req.headers);
-    const query = stripOthers(headers, rawQuery, who.found.place);
-    const target = query ? `${path}?${query}` : path;
+    if ('status' in who) return this.refuse(res, dialect, who, start);
+    const place = who.found.place;
+    const query = queryWithoutOthers(rawQuery, place);
+    const o: Outbound = { path: query ? `${path}?${query}` : path, headers: forwardable(req.headers, DROPPED[place]), dialect, body: hasBody(req) ? req : null, start };
 
-    const body: Readable | null = hasBody(req) ? req : null;
     const allowed = who.record.allowed_models;
-    if (!allowed?.length) return this.admitAndForward(req, res, who, { path: target, headers, dialect, body, finished });
+    if (!allowed?.length) return this.admitAndForward(req, res, who, o);
     // A key restricted to some models: read the model (the Gemini path's, or the body's "model").
     const model = geminiModel(path);
-    if (model !== null || !body) return this.checkModel(req, res, who, allowed, model, { path: target, headers, dialect, body, finished });
+    if (model !== null || !o.body) return this.checkModel(req, res, who, allowed, model, o);
     scanModel(req).then((scanned) => {
-      if ('refused' in scanned) return this.refuse(res, dialect, scanned.refused, finished);
-      this.checkModel(req, res, who, allowed, scanned.model, { path: target, headers, dialect, body: scanned.body, finished });
-    }, (err: Error) => { res.destroy(err); finished(res.statusCode); });
+      if ('refused' in scanned) return this.refuse(res, dialect, scanned.refused, start);
+      o.body = scanned.body;
+      this.checkModel(req, res, who, allowed, scanned.model, o);
+    }, (err: Error) => { res.destroy(err); timed(this.d, res.statusCode, start); });
   }
 
   private checkModel(req: IncomingMessage, res: ServerResponse, who: Identified, allowed: readonly string[], model: string | null, o: Outbound): void {
-    if (model === null) return this.refuse(res, o.dialect, problem(400, 'invalid_request', 'model_required', 'This key may use only some models, and the request names none.'), o.finished);
+    if (model === null) return this.refuse(res, o.dialect, problem(400, 'invalid_request', 'model_required', 'This key may use only some models, and the request names none.'), o.start);
     if (!modelAllowed(allowed, model)) {
-      return this.refuse(res, o.dialect, problem(403, 'permission', 'model_not_allowed', `This key may not use ${model}. It may use: ${allowed.join(', ')}.`), o.finished);
+      return this.refuse(res, o.dialect, problem(403, 'permission', 'model_not_allowed', `This key may not use ${model}. It may use: ${allowed.join(', ')}.`), o.start);
     }
     this.admitAndForward(req, res, who, o);
   }
@@ -247,29 +286,26 @@ export class Gateway {
       this.d.log.error({ module: 'gateway', err, key_id: who.keyId }, 'could not read today\'s usage to check a limit');
       lease = problem(503, 'unavailable', 'usage_unavailable', 'The portal cannot check this key\'s daily limit right now. Try again shortly.');
     }
-    if (isRefused(lease)) return this.refuse(res, o.dialect, lease, o.finished);
-    this.forward(req, res, { ...o, lease });
+    if (isRefused(lease)) return this.refuse(res, o.dialect, lease, o.start);
+    this.forward(req, res, o, lease);
   }
 
-  private forward(req: IncomingMessage, res: ServerResponse, o: Outbound & { lease: Lease | null }): void {
-    delete o.headers.host;
-    const handler = new Forwarding(res, o.lease, (err) => {
-      const timeout = err.code === 'UND_ERR_HEADERS_TIMEOUT' || err.code === 'UND_ERR_CONNECT_TIMEOUT' || err.code === 'UND_ERR_BODY_TIMEOUT';
-      this.d.log.warn({ module: 'gateway', err: { code: err.code, message: err.message } }, 'CLIProxyAPI did not answer');
-      send(res, o.dialect, timeout
-        ? problem(504, 'timeout', 'upstream_timeout', 'CLIProxyAPI did not answer in time.')
-        : problem(502, 'unavailable', 'upstream_unreachable', 'CLIProxyAPI cannot be reached right now. Try again shortly.'));
-    }, o.finished);
-    this.pool.dispatch({
-      method: (req.method ?? 'GET') as 'GET', path: o.path, headers: o.headers as Record<string, string>, body: o.body ?? undefined,
-    }, handler);
+  private forward(req: IncomingMessage, res: ServerResponse, o: Outbound, lease: Lease | null): void {
+    const onConnection = this.connections.get(req.socket as Socket);
+    if (!onConnection) { // the client left while its body was read for the model: nothing to forward
+      lease?.release(false);
+      timed(this.d, res.statusCode, o.start);
+      return;
+    }
+    this.pool.dispatch({ method: (req.method ?? 'GET') as 'GET', path: o.path, headers: o.headers as Record<string, string>, body: o.body ?? undefined },
+      new Forwarding(this.d, res, o.dialect, lease, o.start, onConnection));
   }
 
   /** A refusal is whole as soon as it is written. */
-  private refuse(res: ServerResponse, dialect: Dialect, r: Refused, finished: Finished): void {
-    this.d.metrics?.refusals.inc({ code: r.code });
+  private refuse(res: ServerResponse, dialect: Dialect, r: Refused, start: number): void {
+    this.d.metrics?.refused(r.code);
     send(res, dialect, r);
-    finished(r.status);
+    timed(this.d, r.status, start);
   }
 
   /** A WebSocket (or other) upgrade: checked like a request, then the two connections are joined. */

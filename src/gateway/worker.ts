@@ -77,7 +77,7 @@ function apply(m: HostChange): void {
 const changes = new ChangeReceiver<HostChange>(d.posted, d.changes, apply);
 
 const gateway = new Gateway({
-  upstream: d.upstream, keys, admission, log, prefix: d.prefix, zone, clock, metrics: gatewayMetrics(registry, () => admission.inflight()),
+  upstream: d.upstream, keys, admission, log, zone, clock, metrics: gatewayMetrics(registry, () => admission.inflight()),
   connectTimeoutMs: d.connectTimeoutMs, headersTimeoutMs: d.headersTimeoutMs, bodyTimeoutMs: d.bodyTimeoutMs, beforeRequest: () => changes.catchUp(),
 });
 

@@ -52,12 +52,13 @@ if (role === 'upstream') {
   const { Admission } = await import('../../src/gateway/admission.js');
   const { Zone } = await import('../../src/time/zone.js');
   const { silentLogger } = await import('../../src/log.js');
+  const { keyIdOf } = await import('../../src/keys/format.js');
   const zone = new Zone('UTC');
   const clock = { now: () => Date.now() };
   const record = { status: 'active', daily_limit: 1_000_000_000, rpm_limit: 1_000_000_000, daily_token_limit: 0 } as unknown as KeyRecord;
   const usage = { day: () => ({ requests: 0, tokens: 0 }), since: () => ({ requests: 0, tokens: 0 }) } as unknown as UsageStore;
-  const keys = { match: (key: string) => (key === KEY ? { key, record } : undefined) } as unknown as KeyService;
-  const gateway = new Gateway({ upstream: target!, keys, admission: new Admission({ usage, zone, clock }), log: silentLogger(), prefix: 'usr_pool_',
+  const keys = { match: (key: string) => (key === KEY ? { id: keyIdOf('usr_pool_', key), key, record } : undefined) };
+  const gateway = new Gateway({ upstream: target!, keys, admission: new Admission({ usage, zone, clock }), log: silentLogger(),
     zone, clock, connectTimeoutMs: 5000, headersTimeoutMs: 60_000, bodyTimeoutMs: 60_000 });
   print({ port: await gateway.listen(0, '127.0.0.1') });
 } else if (role === 'seq' || role === 'ttfb') {

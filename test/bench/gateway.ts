@@ -112,7 +112,9 @@ export async function benchGateway(): Promise<void> {
     const rps = (n: Name) => median(runs[n].map((r) => r.rps));
     const cpu = (n: Name) => { const xs = runs[n].map((r) => r.cpuUs).filter((x): x is number => x !== null); return xs.length ? median(xs) : null; };
     const cpuText = (n: Name) => { const c = cpu(n); return c === null ? 'CPU per request not measured (no /proc)' : `${fmt(c, 1)} µs of CPU per request`; };
-    const perRound = runs.gateway.map((g, i) => fmt(g.rps / runs.bare[i]!.rps, 2)).join(', ');
+    // Each round's ratio pairs two runs a few seconds apart: the machine's drift between rounds cancels out.
+    const roundRatios = runs.gateway.map((g, i) => g.rps / runs.bare[i]!.rps);
+    const perRound = `${roundRatios.map((r) => fmt(r, 2)).join(', ')}; their median ${fmt(median(roundRatios), 2)}`;
     const us = (x: number) => `${fmt(x / 1000, 3)} ms`;
     printRows(`Gateway (minimal upstream; proxies on CPU 0, upstream and load on CPU 1; sequential: 3,000 requests after 300 warm-up; throughput: autocannon, 6 s, median of ${ROUNDS} rounds)`, [
       { name: 'added latency, concurrency 1: p50', value: us(seq.gateway.p50! - seq.direct.p50!), target: '≤ 0.3 ms',

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
@@ -8,7 +9,7 @@ import { Browser } from '../support/browser-client.js';
 import { pino } from 'pino';
 import { systemClock } from '../../src/clock.js';
 import { Admission } from '../../src/gateway/admission.js';
-import { gated } from '../../src/gateway/key-table.js';
+import { gated, KeyTable } from '../../src/gateway/key-table.js';
 import { Gateway } from '../../src/gateway/server.js';
 import type { KeyRecord } from '../../src/store/key-files.js';
 import { Zone } from '../../src/time/zone.js';
@@ -192,6 +193,25 @@ describe('the gateway', () => {
     await b.body!.cancel();
   });
 
+  it('aborts every request under way on a connection that closes, pipelined ones too, and frees their leases', async () => {
+    const conc = await newKey({ max_concurrency: 2 });
+    const abortedBefore = t.fake.aborted;
+    const body = JSON.stringify({ stream: true, messages: [] });
+    const one = `POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ${conc.key}\r\nContent-Type: application/json\r\n`
+      + `x-fake-chunk-gap-ms: 200\r\nx-fake-chunks: 50\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    const socket = net.connect(Number(new URL(gw).port), '127.0.0.1');
+    socket.write(one + one); // two requests on one connection, the second before the first is answered
+    let seen = '';
+    await new Promise<void>((resolve) => socket.on('data', (d) => { seen += d; if (seen.includes('data: ')) resolve(); }));
+    const third = await post(gw, '/v1/chat/completions', conc.key, { messages: [] });
+    assert.equal(third.status, 429, 'both pipelined requests hold a lease');
+    await third.text();
+    socket.destroy();
+    await waitFor(() => t.fake.aborted === abortedBefore + 2, 'CLIProxyAPI sees both requests aborted, the queued one too');
+    const [a, b] = await Promise.all([post(gw, '/v1/chat/completions', conc.key, { messages: [] }), post(gw, '/v1/chat/completions', conc.key, { messages: [] })]);
+    assert.deepEqual([a.status, b.status], [200, 200], 'both leases freed');
+  });
+
   it('keeps a key to its models: the body’s model, or the Gemini path’s', async () => {
     const { key, key_id } = await newKey({ allowed_models: ['fake-chat', 'claude-*'] });
     assert.equal((await post(gw, '/v1/chat/completions', key, { model: 'fake-chat', messages: [] })).status, 200);
@@ -267,6 +287,7 @@ describe('the gateway', () => {
     assert.equal(seen.headers['x-api-key'], key);
     assert.equal(seen.headers['x-drop-me'], undefined, 'named in Connection: hop-by-hop');
     assert.equal(seen.headers['x-keep-me'], '2');
+    assert.equal(seen.headers.host, new URL(t.fake.url).host, 'CLIProxyAPI’s own host, not the one the client named');
 
     const shapes: [string, Record<string, string>, number, string][] = [
       ['/v1/chat/completions', {}, 401, 'missing_api_key'],
@@ -353,18 +374,28 @@ describe('the gateway', () => {
   });
 });
 
+describe('the gateway at a stop', () => {
+  it('closes its thread without reporting it as a failure', async () => {
+    const t = await startTestPortal({ env: { GATEWAY_PORT: '0' } });
+    await t.stop();
+    assert.doesNotMatch(t.logs.text(), /the gateway thread (stopped|failed)|starting the gateway thread again/);
+    assert.match(t.logs.text(), /gateway/, 'the gateway was on');
+  });
+});
+
 describe('the gateway when today’s usage cannot be read', () => {
   it('answers 503 in the caller’s shape for a key with a daily limit, logs why, and goes on serving', async () => {
     const limited = `${PREFIX}0001_${'a'.repeat(48)}`;
     const open = `${PREFIX}0002_${'b'.repeat(48)}`;
     const fake = await FakeCliproxy.start({ apiKeys: [limited, open] });
-    const records = new Map([[limited, gated({ status: 'active', daily_limit: 5, daily_token_limit: 0 } as KeyRecord)], [open, gated({ status: 'active', daily_limit: 0, daily_token_limit: 0 } as KeyRecord)]]);
+    const keys = new KeyTable(PREFIX);
+    keys.set(limited, gated({ status: 'active', daily_limit: 5, daily_token_limit: 0 } as KeyRecord));
+    keys.set(open, gated({ status: 'active', daily_limit: 0, daily_token_limit: 0 } as KeyRecord));
     const broken = { day: () => { throw new Error('SQLITE_IOERR: disk I/O error'); }, since: () => { throw new Error('SQLITE_IOERR'); } };
     const logs = new LogCapture();
     const zone = new Zone('UTC');
     const gateway = new Gateway({
-      upstream: fake.url, keys: { match: (k) => (records.has(k) ? { key: k, record: records.get(k)! } : undefined) },
-      admission: new Admission({ usage: broken, zone, clock: systemClock }), log: pino(logs), prefix: PREFIX, zone, clock: systemClock,
+      upstream: fake.url, keys, admission: new Admission({ usage: broken, zone, clock: systemClock }), log: pino(logs), zone, clock: systemClock,
       connectTimeoutMs: 2000, headersTimeoutMs: 5000, bodyTimeoutMs: 5000,
     });
     const port = await gateway.listen(0, '127.0.0.1');
