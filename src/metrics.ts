@@ -35,18 +35,56 @@ export interface GatewayMetrics {
 
 export function gatewayMetrics(r: Registry, inflight: () => number): GatewayMetrics {
   new Gauge({ name: 'kp_gateway_inflight_requests', help: 'Gateway requests under way', registers: [r], collect() { this.set(inflight()); } });
-  const durations = new Histogram({ name: 'kp_gateway_request_duration_seconds', help: 'Gateway requests, until the answer is whole', labelNames: ['status'], buckets: BUCKETS, registers: [r] });
+  const durations = new StatusHistogram('kp_gateway_request_duration_seconds', 'Gateway requests, until the answer is whole', BUCKETS, r);
   const refusals = new Counter({ name: 'kp_gateway_refusals_total', help: 'Gateway requests refused before forwarding, by code', labelNames: ['code'], registers: [r] });
-  // The histogram's child per status code: prom-client hashes the labels on every observe otherwise.
-  const byStatus = new Map<number, { observe(seconds: number): void }>();
   return {
-    timed(status, seconds) {
-      let child = byStatus.get(status);
-      if (!child) byStatus.set(status, child = durations.labels(String(status)));
-      child.observe(seconds);
-    },
+    timed: (status, seconds) => durations.observe(status, seconds),
     refused(code) { refusals.inc({ code }); },
   };
+}
+
+/**
+ * A histogram of durations with one label, the status code, counted in place: prom-client's
+ * Histogram converts, checks and hashes its labels at every observation, which cost the gateway
+ * ~1 µs of CPU a request under load. Scraped through prom-client's registry (which reads a metric
+ * through `get()`), with the same text as a prom-client Histogram's (test/unit/metrics.test.ts).
+ */
+export class StatusHistogram {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  /** By status: the count in each bucket (not cumulative; the last is past every bound), the sum, the count. */
+  private readonly series = new Map<number, { buckets: Float64Array; sum: number; count: number }>();
+
+  constructor(readonly name: string, readonly help: string, private readonly bounds: readonly number[], registry: Registry) {
+    // prom-client's types name only its own classes as metrics; its registry needs no more than this class has.
+    registry.registerMetric(this as unknown as Histogram);
+  }
+
+  observe(status: number, seconds: number): void {
+    let s = this.series.get(status);
+    if (!s) this.series.set(status, s = { buckets: new Float64Array(this.bounds.length + 1), sum: 0, count: 0 });
+    let i = 0;
+    while (i < this.bounds.length && seconds > this.bounds[i]!) i++;
+    s.buckets[i]!++;
+    s.sum += seconds;
+    s.count++;
+  }
+
+  async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: { labels: Record<string, string | number>; value: number; metricName: string }[] }> {
+    const bucket = `${this.name}_bucket`;
+    const values = [];
+    for (const [status, s] of this.series) {
+      let below = 0;
+      for (let i = 0; i < this.bounds.length; i++) values.push({ labels: { le: this.bounds[i]!, status }, value: below += s.buckets[i]!, metricName: bucket });
+      values.push({ labels: { le: '+Inf', status }, value: s.count, metricName: bucket },
+        { labels: { status }, value: s.sum, metricName: `${this.name}_sum` }, { labels: { status }, value: s.count, metricName: `${this.name}_count` });
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  reset(): void {
+    this.series.clear();
+  }
 }
 
 /** A counter whose value lives elsewhere (a service's own count): set from it at each scrape. */

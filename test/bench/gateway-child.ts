@@ -4,9 +4,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import autocannon from 'autocannon';
 import { Pool } from 'undici';
-import type { KeyService } from '../../src/keys/service.js';
 import type { KeyRecord } from '../../src/store/key-files.js';
-import type { UsageStore } from '../../src/store/usage-store.js';
+import type { DailyCounts } from '../../src/store/usage-store.js';
 
 const [role, target, arg] = process.argv.slice(2);
 const BODY = JSON.stringify({ model: 'bench', messages: [{ role: 'user', content: 'hi' }] });
@@ -47,19 +46,23 @@ if (role === 'upstream') {
   print({ port: await listenOn(server) });
 } else if (role === 'alone') {
   // The gateway's own code in a process of its own (V8's default young generation, a small heap),
-  // with one key and no portal around it: what the gateway would cost on a thread of its own.
+  // with one key, its metrics and no portal around it: what the gateway would cost on a thread of its own.
   const { Gateway } = await import('../../src/gateway/server.js');
   const { Admission } = await import('../../src/gateway/admission.js');
+  const { gated, KeyTable } = await import('../../src/gateway/key-table.js');
+  const { gatewayMetrics } = await import('../../src/metrics.js');
+  const { Registry } = await import('prom-client');
   const { Zone } = await import('../../src/time/zone.js');
   const { silentLogger } = await import('../../src/log.js');
-  const { keyIdOf } = await import('../../src/keys/format.js');
+  const { zeroCounts } = await import('../../src/store/usage-schema.js');
   const zone = new Zone('UTC');
   const clock = { now: () => Date.now() };
-  const record = { status: 'active', daily_limit: 1_000_000_000, rpm_limit: 1_000_000_000, daily_token_limit: 0 } as unknown as KeyRecord;
-  const usage = { day: () => ({ requests: 0, tokens: 0 }), since: () => ({ requests: 0, tokens: 0 }) } as unknown as UsageStore;
-  const keys = { match: (key: string) => (key === KEY ? { id: keyIdOf('usr_pool_', key), key, record } : undefined) };
-  const gateway = new Gateway({ upstream: target!, keys, admission: new Admission({ usage, zone, clock }), log: silentLogger(),
-    zone, clock, connectTimeoutMs: 5000, headersTimeoutMs: 60_000, bodyTimeoutMs: 60_000 });
+  const keys = new KeyTable('usr_pool_');
+  keys.set(KEY, gated({ status: 'active', daily_limit: 1_000_000_000, rpm_limit: 1_000_000_000, daily_token_limit: 0 } as KeyRecord));
+  const usage: DailyCounts = { day: () => zeroCounts(), since: () => ({ requests: 0, tokens: 0, failed: 0 }) };
+  const admission = new Admission({ usage, zone, clock });
+  const gateway = new Gateway({ upstream: target!, keys, admission, log: silentLogger(), zone, clock, metrics: gatewayMetrics(new Registry(), () => admission.inflight()),
+    connectTimeoutMs: 5000, headersTimeoutMs: 60_000, bodyTimeoutMs: 60_000 });
   print({ port: await gateway.listen(0, '127.0.0.1') });
 } else if (role === 'seq' || role === 'ttfb') {
   // Sequential requests on one kept-alive connection: microseconds from sending to the whole answer

@@ -59,16 +59,17 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-const ROUNDS = 5;
+const ROUNDS = 8;
 
 /**
  * The gateway against a minimal local upstream measured directly in the same run, and against a
  * bare undici pass-through (no checks): added latency at concurrency 1, throughput at 64, added
  * time to a stream's first byte. The proxies run on CPU 0, the upstream and the load generator on
  * CPU 1 (two cores here: the figures are relative, the ratios are what travels). Throughput is
- * measured in rounds, each target once a round in turn, and each proxy's CPU time per request is
- * read from /proc as well: on a shared machine req/s moves between runs far more than CPU per
- * request does.
+ * measured in rounds, each target once a round in turn (each round starting one target later), and
+ * each proxy's CPU time per request is read from /proc as well: on a shared machine req/s moves
+ * between runs far more than CPU per request does. The median of the rounds' own ratios pairs runs
+ * seconds apart, so the machine's drift between rounds cancels out.
  *
  * One more baseline: the gateway's own code alone in a process of its own, with one key and no
  * portal around it — the best its thread in the portal can do.
@@ -101,8 +102,10 @@ export async function benchGateway(): Promise<void> {
     };
     type Name = keyof typeof targets;
     const runs = Object.fromEntries(Object.keys(targets).map((n) => [n, [] as { rps: number; cpuUs: number | null; non2xx: number; errors: number }[]])) as Record<Name, { rps: number; cpuUs: number | null; non2xx: number; errors: number }[]>;
+    const order = Object.entries(targets) as [Name, { url: string; pid: number | undefined }][];
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [name, t] of Object.entries(targets) as [Name, { url: string; pid: number | undefined }][]) {
+      // Each round starts one target later: no target always runs right after the same one (their rounds differ by 5–8 % even between identical proxies).
+      for (const [name, t] of [...order.slice(round % order.length), ...order.slice(0, round % order.length)]) {
         const before = t.pid ? cpuMs(t.pid) : null;
         const out = await measure(['cannon', t.url, '64'], env, '1');
         const after = t.pid ? cpuMs(t.pid) : null;
