@@ -35,16 +35,11 @@ export function createApp(appDeps: AppDeps): Express {
   app.set('views', path.join(ROOT_DIR, 'views'));
   app.set('view engine', 'ejs');
 
-  app.use(requestLog(deps.log));
   // Durations by route pattern (never the path itself: ids and emails would make a series each).
-  app.use((req, res, next) => {
-    const start = process.hrtime.bigint();
-    res.once('finish', () => {
-      const route = req.route?.path ? String(req.baseUrl ?? '') + String(req.route.path) : req.path.startsWith('/static/') ? '/static' : 'unmatched';
-      deps.metrics.http.observe({ method: req.method, route, status: String(res.statusCode) }, Number(process.hrtime.bigint() - start) / 1e9);
-    });
-    next();
-  });
+  app.use(requestLog(deps.log, (req, res, seconds) => {
+    const route = req.route?.path ? String(req.baseUrl ?? '') + String(req.route.path) : req.path.startsWith('/static/') ? '/static' : 'unmatched';
+    deps.metrics.http.observe({ method: req.method, route, status: String(res.statusCode) }, seconds);
+  }));
   app.use(helmet({
     contentSecurityPolicy: {
       useDefaults: false,

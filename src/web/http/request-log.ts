@@ -6,8 +6,11 @@ declare module 'express-serve-static-core' {
   interface Request { id: string; log: Logger }
 }
 
-/** A request id per request (echoed as X-Request-Id) and one access line when it ends. */
-export function requestLog(log: Logger) {
+/**
+ * A request id per request (echoed as X-Request-Id), and when it ends one access line and `ended`
+ * (its duration, for metrics): one listener a request.
+ */
+export function requestLog(log: Logger, ended: (req: Request, res: Response, seconds: number) => void = () => undefined) {
   const http = log.child({ module: 'http' });
   return (req: Request, res: Response, next: NextFunction) => {
     const incoming = req.get('x-request-id');
@@ -23,6 +26,7 @@ export function requestLog(log: Logger) {
       if (res.statusCode >= 500 && res.statusCode !== 503) req.log.error(line, 'request failed');
       else if (req.path === '/healthz' || req.path.startsWith('/static/')) req.log.debug(line, 'request');
       else req.log.info(line, 'request');
+      ended(req, res, ms / 1000);
     });
     requestContext.run(req.id, next);
   };
