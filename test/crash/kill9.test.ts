@@ -10,6 +10,7 @@ import { FakeCliproxy } from '../support/fake-cliproxy.js';
 import { MANAGEMENT_KEY, call, tempDir } from '../support/harness.js';
 import { killHard, spawnPortal } from '../support/spawn.js';
 import { designInvariantViolations, strictInvariantViolations } from '../support/invariants.js';
+import { seeded } from '../support/random.js';
 
 describe('kill -9 in the middle of a registration storm', () => {
   let fake: FakeCliproxy;
@@ -24,6 +25,7 @@ describe('kill -9 in the middle of a registration storm', () => {
   });
 
   it('leaves parseable files, intact invariants, and every answered key on disk, round after round', async (t) => {
+    const rnd = seeded('kill -9 in a registration storm');
     const answered = new Map<string, string>(); // key → email, for every 201
     const revoked = new Set<string>();            // keys whose revocation was answered 200
     const revoking = new Set<string>();           // revocations sent (the kill may have eaten the answer)
@@ -39,7 +41,7 @@ describe('kill -9 in the middle of a registration storm', () => {
         while (!stop) {
           try {
             if (roundKeys.length > 4 && n % 5 === 4) {
-              const key = roundKeys.splice(Math.floor(Math.random() * roundKeys.length), 1)[0]!;
+              const key = roundKeys.splice(Math.floor(rnd.next() * roundKeys.length), 1)[0]!;
               n++;
               revoking.add(key);
               const res = await call(url, 'POST', '/api/revoke-key', { body: { key } });
@@ -56,7 +58,7 @@ describe('kill -9 in the middle of a registration storm', () => {
       };
       const workers = Array.from({ length: 12 }, (_, w) => worker(w));
       // Up to 2.5 s, so some kills land in the middle of a once-a-second checkpoint.
-      const killAfter = 150 + Math.floor(Math.random() * 2350);
+      const killAfter = 150 + Math.floor(rnd.next() * 2350);
       await new Promise((r) => setTimeout(r, killAfter));
       await killHard(child);
       stop = true;
